@@ -1,0 +1,39 @@
+# The README's two commands: `make up` (the local stack) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: up test venv lint repro clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build on local disk; afterwards nothing else pulls a CUDA build.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: venv
+	$(BIN)/emotorch up
+
+test: venv
+	$(BIN)/ruff check emotorch gateway pipelines tests bench
+	$(BIN)/mypy emotorch gateway pipelines
+	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check emotorch gateway pipelines tests bench
+	$(BIN)/mypy emotorch gateway pipelines
+
+repro: venv
+	$(BIN)/dvc repro
+
+clean:
+	rm -rf $(VENV)

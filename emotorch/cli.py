@@ -1,0 +1,113 @@
+"""The `emotorch` command: run the stack, Triton or the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from emotorch import __version__, triton_server
+from emotorch.triton_server import TritonPorts
+
+
+def _add_triton_ports(parser: argparse.ArgumentParser, offset: int = 0) -> None:
+    parser.add_argument(
+        "--http-port", type=int, default=8000 + offset, help="Triton HTTP port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=8001 + offset, help="Triton gRPC port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=8002 + offset, help="Triton metrics port (default %(default)s)"
+    )
+
+
+def _cmd_triton(args: argparse.Namespace) -> int:
+    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
+    process = triton_server.start_triton(args.model_repository, ports, args.model)
+
+    def _forward(signum: int, _frame: Any) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _forward)
+    return process.wait()
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    overrides = {"triton_url": args.triton_url} if args.triton_url else {}
+    app = create_app(Settings(**overrides))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from emotorch.stack import StackConfig, run_stack
+
+    project_dir = Path.cwd()
+    config = StackConfig(
+        project_dir=project_dir,
+        repository=args.model_repository,
+        triton_ports=TritonPorts(args.http_port, args.grpc_port, args.metrics_port),
+        gateway_port=args.port,
+    )
+    return run_stack(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emotorch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"emotorch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up",
+        help="build a model if none is published, start Triton and the gateway",
+        description="Bring the local stack up; Ctrl-C stops everything.",
+    )
+    up.add_argument("--port", type=int, default=8080, help="gateway port (default %(default)s)")
+    up.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    _add_triton_ports(up, offset=0)
+    up.set_defaults(func=_cmd_up)
+
+    triton = sub.add_parser(
+        "triton",
+        help="run the Triton server bundled in nvidia-pytriton",
+        description="Run Triton against the model repository (explicit model control).",
+    )
+    triton.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    triton.add_argument(
+        "--model", action="append", default=None, help="model to load at start (repeatable; default: emotion)"
+    )
+    _add_triton_ports(triton)
+    triton.set_defaults(func=_cmd_triton)
+
+    gateway = sub.add_parser(
+        "gateway",
+        help="run the FastAPI gateway",
+        description="Serve the gateway; settings also come from EMOTORCH_* variables.",
+    )
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument("--triton-url", default=None, help="Triton gRPC host:port (EMOTORCH_TRITON_URL)")
+    gateway.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    gateway.set_defaults(func=_cmd_gateway)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

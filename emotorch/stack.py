@@ -1,0 +1,161 @@
+"""`emotorch up`: the local stack (model build if needed, Triton, gateway), ready-checked, stopped on Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotorch import triton_server
+from emotorch.triton_server import TritonPorts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project_dir: Path
+    repository: Path
+    triton_ports: TritonPorts
+    gateway_port: int
+    host: str = "127.0.0.1"
+    model_name: str = "emotion"
+
+
+def published_versions(repository: Path, model_name: str) -> list[str]:
+    """Version folders of the model that hold a model.pt."""
+    model_dir = repository / model_name
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        (p.name for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.pt").exists()), key=int
+    )
+
+
+def tool_environment() -> dict[str, str]:
+    """Environment for pipeline tools: this venv's bin first (dvc stages call `python`), telemetry off."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def ensure_model(config: StackConfig) -> None:
+    """Build and publish a model with `dvc repro` when none is published."""
+    if published_versions(config.repository, config.model_name):
+        return
+    logger.info("no published model in %s: building one with `dvc repro`", config.repository)
+    dvc = [sys.executable, "-m", "dvc"]
+    env = tool_environment()
+    subprocess.run([*dvc, "repro"], cwd=config.project_dir, env=env, check=True)
+    if not published_versions(config.repository, config.model_name):
+        # The pipeline was up to date but the repository was emptied: publish the built model again.
+        subprocess.run(
+            [*dvc, "repro", "--force", "--single-item", "publish"],
+            cwd=config.project_dir,
+            env=env,
+            check=True,
+        )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({url})")
+
+
+def run_stack(config: StackConfig) -> int:
+    """Bring the stack up, print its URLs, and block until Ctrl-C or a part dies; always stop every part."""
+    ports = [
+        config.triton_ports.http,
+        config.triton_ports.grpc,
+        config.triton_ports.metrics,
+        config.gateway_port,
+    ]
+    busy = [p for p in ports if port_in_use(config.host, p)]
+    if busy:
+        logger.error(
+            "port(s) %s already in use: is another `make up` running? Stop it or choose other ports "
+            "(emotorch up --help)",
+            busy,
+        )
+        return 1
+    ensure_model(config)
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        triton = triton_server.start_triton(config.repository, config.triton_ports, [config.model_name])
+        processes.append(("triton", triton))
+        triton_server.wait_until_ready(triton, config.triton_ports.http, [config.model_name])
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "emotorch.cli",
+                "gateway",
+                "--host",
+                config.host,
+                "--port",
+                str(config.gateway_port),
+                "--triton-url",
+                f"127.0.0.1:{config.triton_ports.grpc}",
+            ],
+            start_new_session=True,
+        )
+        processes.append(("gateway", gateway))
+        _wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
+        base = f"http://{config.host}:{config.gateway_port}"
+        print(  # noqa: T201 - the command's output for the person at the terminal
+            f"\nEmoTorch is up (Ctrl-C stops everything)\n"
+            f"  gateway      {base}  (API docs {base}/docs)\n"
+            f"  triton http  http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}\n"
+            f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics\n"
+            f"  try: curl -F image=@face.png -F consent=true {base}/v1/emotions\n",
+            flush=True,
+        )
+        while not stopping:
+            for name, process in processes:
+                if process.poll() is not None:
+                    logger.error("%s exited with code %s; stopping the stack", name, process.returncode)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except (RuntimeError, triton_server.TritonStartError) as e:
+        logger.error("%s", e)
+        return 1
+    finally:
+        for name, process in reversed(processes):
+            logger.info("stopping %s (pid %d)", name, process.pid)
+            triton_server.stop(process)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,162 @@
+"""The FastAPI gateway: the only public entry point of EmoTorch.
+
+`create_app(settings, triton=None)` builds the app; its lifespan opens the Triton adapter, waits for the model
+with a deadline (the gateway still starts if the model is late: /readyz says so and predictions answer 503),
+and closes the adapter on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypedDict
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.formparsers import MultiPartParser
+
+from gateway.errors import ConsentRequiredError, GatewayError, install_error_handlers
+from gateway.imaging import crop_to_fer, decode_grayscale, whole_image_box
+from gateway.limits import ContentLengthLimit
+from gateway.schemas import EmotionsResponse, FaceResult, Health, ModelRef, Readiness
+from gateway.settings import Settings
+from gateway.triton import TritonClassifier
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "0.1.0"
+
+
+class State(TypedDict):
+    settings: Settings
+    triton: TritonClassifier
+
+
+def get_state(request: Request) -> State:
+    return State(settings=request.state.settings, triton=request.state.triton)
+
+
+StateDep = Annotated[State, Depends(get_state)]
+
+
+def require_consent(consent: bool) -> None:
+    """Refuse any image unless the person consented to its analysis."""
+    if consent is not True:
+        raise ConsentRequiredError(
+            "the form field 'consent' must be 'true': images are analysed only with the person's consent"
+        )
+
+
+def create_app(settings: Settings | None = None, triton: TritonClassifier | None = None) -> FastAPI:
+    """Build the gateway app; `triton` replaces the adapter built from settings (e.g. a shared one)."""
+    settings = settings or Settings()
+    # Keep uploads in memory: Starlette spools files above 1 MB to a temporary file on disk otherwise,
+    # and a person's image must never touch the disk. The body limit below bounds the memory.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 1)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        client = triton or TritonClassifier(
+            settings.triton_url, settings.model_name, settings.triton_timeout_s, settings.retry_after_s
+        )
+        await client.wait_until_ready(settings.model_wait_s)
+        try:
+            yield {"settings": settings, "triton": client}
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="EmoTorch gateway",
+        version=API_VERSION,
+        description="Facial-emotion recognition served by Triton, for mood-aware recommendations. "
+        "Images are analysed in memory, only with consent, and never stored.",
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.add_middleware(ContentLengthLimit, max_bytes=settings.max_upload_bytes)
+    install_error_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Readiness, tags=["health"], responses={503: {"model": Readiness}})
+    async def readyz(state: StateDep) -> Any:
+        """Readiness: Triton answers and the model is ready."""
+        triton = state["triton"]
+        if not await triton.is_ready():
+            return JSONResponse(Readiness(ready=False).model_dump(), status_code=503)
+        try:
+            info = await triton.model_info()
+        except GatewayError:
+            return JSONResponse(Readiness(ready=False).model_dump(), status_code=503)
+        return Readiness(ready=True, model=ModelRef(name=info.name, version=info.version))
+
+    @app.post(
+        "/v1/emotions",
+        response_model=EmotionsResponse,
+        tags=["emotions"],
+        responses={code: {"description": text} for code, text in _ERROR_RESPONSES.items()},
+    )
+    async def emotions(
+        state: StateDep,
+        image: Annotated[UploadFile, File(description="JPEG, PNG or WebP face photo")],
+        consent: Annotated[
+            bool, Form(description="must be true: the person consents to the analysis")
+        ] = False,
+    ) -> EmotionsResponse:
+        """Classify the emotion of the face in an image (the whole image is taken as the face)."""
+        require_consent(consent)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        gray = decode_grayscale(await image.read(), state["settings"].max_image_pixels)
+        await image.close()
+        timings["decode"] = _ms_since(started)
+
+        started = time.perf_counter()
+        info = await state["triton"].model_info()
+        channels, height, width = info.input_shape
+        box = whole_image_box(gray)
+        faces = np.stack([crop_to_fer(gray, box, (height, width), margin=0.0)])[:, None]
+        timings["preprocess"] = _ms_since(started)
+
+        started = time.perf_counter()
+        probabilities, info = await state["triton"].classify(faces)
+        timings["infer"] = _ms_since(started)
+        return EmotionsResponse(
+            faces=[_face_result(box, p, info.labels) for p in probabilities],
+            model=ModelRef(name=info.name, version=info.version),
+            timings_ms=timings,
+        )
+
+    return app
+
+
+_ERROR_RESPONSES = {
+    400: "the image is corrupt or otherwise unusable",
+    413: "the upload or the image's pixel count is over the limit",
+    415: "the file is not a JPEG, PNG or WebP image",
+    422: "consent missing or a field is invalid",
+    503: "the model is not available (Retry-After says when to retry)",
+    504: "the model did not answer in time",
+}
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+def _face_result(
+    box: tuple[int, int, int, int], probabilities: np.ndarray, labels: tuple[str, ...]
+) -> FaceResult:
+    best = int(np.argmax(probabilities))
+    return FaceResult(
+        box=box,
+        emotion=labels[best],
+        confidence=float(probabilities[best]),
+        probabilities={label: float(p) for label, p in zip(labels, probabilities, strict=True)},
+    )

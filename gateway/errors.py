@@ -1,0 +1,87 @@
+"""The gateway's own error types and the one handler that renders them as RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class GatewayError(Exception):
+    """Base class: an HTTP status, a short title and a detail message safe to show the client."""
+
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadInputError(GatewayError):
+    status, title = 400, "Bad input"
+
+
+class ConsentRequiredError(GatewayError):
+    status, title = 422, "Consent required"
+
+
+class PayloadTooLargeError(GatewayError):
+    status, title = 413, "Payload too large"
+
+
+class UnsupportedImageError(GatewayError):
+    status, title = 415, "Unsupported image"
+
+
+class ModelUnavailableError(GatewayError):
+    status, title = 503, "Model unavailable"
+
+
+class InferenceTimeoutError(GatewayError):
+    status, title = 504, "Inference timed out"
+
+
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """A problem-details response; `extra` adds members such as a list of field errors."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the gateway can raise to a problem-details response."""
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        if exc.status >= 500:
+            logger.warning("%s: %s", exc.title, exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name each offending field; never echo the submitted value (it could be image bytes).
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": str(e["msg"])} for e in exc.errors()
+        ]
+        fields = ", ".join(e["field"] for e in errors)
+        return problem(422, "Invalid request", f"invalid or missing field(s): {fields}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        try:
+            title = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            title = "Error"
+        return problem(exc.status_code, title, str(exc.detail), dict(exc.headers or {}))

@@ -1,0 +1,20 @@
+"""Gateway settings: one pydantic-settings class, read from `EMOTORCH_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="EMOTORCH_", extra="forbid", frozen=True)
+
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address (host:port)")
+    model_name: str = Field("emotion", description="model name in the Triton repository")
+    triton_timeout_s: float = Field(5.0, gt=0, description="deadline of one inference call")
+    model_wait_s: float = Field(30.0, ge=0, description="how long start-up waits for the model to be ready")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 answers")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted request body")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="largest accepted width x height")

@@ -1,0 +1,234 @@
+"""Publish stage: add the exported model as version N+1 of the Triton model repository, atomically.
+
+The version folder is built in a hidden staging folder beside the versions and moved into place with one
+rename, so Triton never sees a half-written version (a SIGKILL midway leaves only a staging folder, which the
+next publish removes). If a Triton server is given, publish asks it to load the new version (explicit load,
+never unload: the old version serves until the new one is ready) and checks Triton's outputs against
+TorchScript's; on failure the new version is removed again and the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+logger = logging.getLogger(__name__)
+
+BACKEND_SOURCE = Path(__file__).with_name("triton_model.py")
+STAGING_PREFIX = ".staging-"
+
+
+@dataclass(frozen=True)
+class PublishParams:
+    model_name: str = "emotion"
+    max_batch_size: int = 64
+    instance_count: int = 2
+    torch_threads: int = 1
+    max_queue_delay_us: int = 500
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> PublishParams:
+        return cls(**yaml.safe_load(path.read_text())["publish"])
+
+
+class PublishError(RuntimeError):
+    """The new version could not be published or did not serve correctly; the previous one is untouched."""
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Published version numbers, ascending (Triton's rule: positive integers without leading zeros)."""
+    if not model_dir.is_dir():
+        return []
+    names = (p.name for p in model_dir.iterdir() if p.is_dir())
+    return sorted(int(n) for n in names if n.isdigit() and not n.startswith("0"))
+
+
+def _pbtxt_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid protobuf text-format string literal
+
+
+def render_config(params: PublishParams, labels: list[str], metadata: dict[str, Any]) -> str:
+    """The model-level config.pbtxt: contract, batching, instances, and the served version's metadata."""
+    parameters: dict[str, str] = {
+        "torch_threads": str(params.torch_threads),
+        "labels": json.dumps(labels),
+        "metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True),
+    }
+    parameter_lines = "\n".join(
+        f"parameters {{ key: {_pbtxt_string(k)} value: {{ string_value: {_pbtxt_string(v)} }} }}"
+        for k, v in parameters.items()
+    )
+    return f"""name: "{params.model_name}"
+backend: "python"
+max_batch_size: {params.max_batch_size}
+input [
+  {{ name: "image" data_type: TYPE_UINT8 dims: [ 1, 48, 48 ] }}
+]
+output [
+  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}
+]
+instance_group [ {{ kind: KIND_CPU count: {params.instance_count} }} ]
+dynamic_batching {{ max_queue_delay_microseconds: {params.max_queue_delay_us} }}
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+{parameter_lines}
+"""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=STAGING_PREFIX)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; Triton may run as another user
+    os.replace(tmp, path)
+
+
+def remove_stale_staging(model_dir: Path) -> None:
+    """Remove what an interrupted publish left behind."""
+    for leftover in model_dir.glob(f"{STAGING_PREFIX}*"):
+        logger.warning("removing leftover %s from an interrupted publish", leftover)
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def publish_version(
+    repository: Path, model_pt: Path, export_metadata: dict[str, Any], params: PublishParams
+) -> tuple[int, str | None]:
+    """Write version N+1 and the config describing it; return (N+1, the previous config text or None)."""
+    model_dir = repository / params.model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(model_dir)
+    version = (existing_versions(model_dir) or [0])[-1] + 1
+    labels = list(export_metadata["labels"])
+    metadata: dict[str, Any] = {
+        "version": version,
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **{
+            k: export_metadata[k]
+            for k in (
+                "run_id",
+                "data_fingerprint",
+                "val_accuracy",
+                "model",
+                "parameters",
+                "input",
+                "output",
+                "temperature",
+                "reference",
+            )
+            if k in export_metadata
+        },
+    }
+    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=STAGING_PREFIX))
+    shutil.copyfile(model_pt, staging / "model.pt")
+    shutil.copyfile(BACKEND_SOURCE, staging / "model.py")
+    (staging / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    for f in staging.iterdir():
+        with f.open("rb") as handle:
+            os.fsync(handle.fileno())
+    staging.chmod(0o755)
+    os.rename(staging, model_dir / str(version))  # the one step that makes the version visible
+    config_path = model_dir / "config.pbtxt"
+    previous = config_path.read_text(encoding="utf-8") if config_path.exists() else None
+    _write_atomic(config_path, render_config(params, labels, metadata))
+    return version, previous
+
+
+def rollback(repository: Path, params: PublishParams, version: int, previous_config: str | None) -> None:
+    """Remove a version that failed to serve and restore the config of the one still serving."""
+    model_dir = repository / params.model_name
+    doomed = model_dir / f"{STAGING_PREFIX}rollback-{version}"
+    os.rename(model_dir / str(version), doomed)
+    shutil.rmtree(doomed)
+    if previous_config is not None:
+        _write_atomic(model_dir / "config.pbtxt", previous_config)
+    else:
+        (model_dir / "config.pbtxt").unlink(missing_ok=True)
+
+
+def load_and_verify(
+    triton_url: str, params: PublishParams, version: int, model_pt: Path, timeout_s: float = 120.0
+) -> float:
+    """Ask Triton to load the newest version, wait for it, and compare its outputs with TorchScript's."""
+    import torch
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_http.InferenceServerClient(
+        triton_url, connection_timeout=timeout_s, network_timeout=timeout_s
+    )
+    try:
+        client.load_model(params.model_name)
+        deadline = time.monotonic() + timeout_s
+        while not client.is_model_ready(params.model_name, str(version)):
+            if time.monotonic() > deadline:
+                raise PublishError(f"version {version} not ready in Triton after {timeout_s:.0f} s")
+            time.sleep(0.2)
+        samples = np.random.default_rng(version).integers(0, 256, size=(64, 1, 48, 48), dtype=np.uint8)
+        infer_input = triton_http.InferInput("image", list(samples.shape), "UINT8")
+        infer_input.set_data_from_numpy(samples)
+        result = client.infer(params.model_name, [infer_input], model_version=str(version))
+        served = result.as_numpy("probabilities")
+    except InferenceServerException as e:
+        raise PublishError(f"Triton at {triton_url} failed to load/serve version {version}: {e}") from e
+    finally:
+        client.close()
+    with torch.no_grad():
+        expected = torch.jit.load(str(model_pt), map_location="cpu")(torch.from_numpy(samples)).numpy()
+    max_diff = float(np.abs(served - expected).max())
+    if not max_diff <= 1e-5:
+        raise PublishError(
+            f"Triton's outputs for version {version} differ from TorchScript by {max_diff:.3g}"
+        )
+    return max_diff
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--model", type=Path, required=True, help="exported TorchScript model.pt")
+    parser.add_argument("--metadata", type=Path, required=True, help="export metadata JSON")
+    parser.add_argument("--repository", type=Path, required=True, help="Triton model repository root")
+    parser.add_argument("--receipt", type=Path, required=True, help="JSON receipt to write")
+    parser.add_argument(
+        "--triton-url",
+        default=os.environ.get("EMOTORCH_PUBLISH_TRITON_URL"),
+        help="HTTP address of a running Triton (host:port) to load the new version into (optional)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    params = PublishParams.from_yaml(args.params)
+    export_metadata = json.loads(args.metadata.read_text())
+    version, previous = publish_version(args.repository, args.model, export_metadata, params)
+    logger.info("published %s version %d in %s", params.model_name, version, args.repository)
+    receipt: dict[str, Any] = {"model": params.model_name, "version": version, "loaded_by_triton": False}
+    if args.triton_url:
+        try:
+            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model)
+            receipt["loaded_by_triton"] = True
+            logger.info("Triton at %s serves version %d", args.triton_url, version)
+        except PublishError as e:
+            rollback(args.repository, params, version, previous)
+            raise SystemExit(
+                f"publish failed, version {version} removed, previous version still serves: {e}"
+            ) from e
+    args.receipt.parent.mkdir(parents=True, exist_ok=True)
+    args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Validate stage: a Great Expectations suite over the canonical table; bad data stops the pipeline here.
+
+Expectations run on scalar columns that ingest derives per row (pixel count, min, max, std), not on the raw
+pixel string: Great Expectations 1.x with pandas 3 runs regexes in RE2, which rejects `{2304}` repetition
+counts and then reports a silent failure (see PLATFORM.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+
+from pipelines.labels import LABELS, PIXELS_PER_IMAGE, SPLITS
+
+logger = logging.getLogger(__name__)
+
+_MAX_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation: what it checks, how many rows broke it and a few of their row numbers."""
+
+    expectation: str
+    column: str | None
+    unexpected_count: int
+    example_rows: list[int] = field(default_factory=list)
+    detail: str = ""
+
+    def describe(self) -> str:
+        where = f" on column '{self.column}'" if self.column else ""
+        rows = f"; example rows: {self.example_rows}" if self.example_rows else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.expectation}{where} failed for {self.unexpected_count} row(s){rows}{detail}"
+
+
+def build_suite() -> gx.ExpectationSuite:
+    """The data contract every training table must meet."""
+    suite = gx.ExpectationSuite(name="faces")
+    expectations: list[gxe.Expectation] = [
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[
+                "row",
+                "split",
+                "usage",
+                "label",
+                "source_code",
+                "n_pixels",
+                "pixel_min",
+                "pixel_max",
+                "pixel_std",
+                "pixels",
+            ],
+            exact_match=True,
+        ),
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(LABELS) - 1),
+        gxe.ExpectColumnValuesToNotBeNull(column="split"),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_pixels", min_value=PIXELS_PER_IMAGE, max_value=PIXELS_PER_IMAGE
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="pixel_min"),
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
+        # A constant image (all one value) carries no face: std 0.
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_std", min_value=0, max_value=None, strict_min=True),
+    ]
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    return suite
+
+
+def validate_table(table: pd.DataFrame) -> list[Failure]:
+    """Run the suite on the canonical table; return the failures (empty when the data is valid)."""
+    context = gx.get_context(mode="ephemeral")
+    batch = (
+        context.data_sources.add_pandas("faces")
+        .add_dataframe_asset("canonical")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": table.drop(columns=["pixels"]).assign(pixels="")})
+    )
+    result = batch.validate(
+        build_suite(),
+        result_format={
+            "result_format": "SUMMARY",
+            "unexpected_index_column_names": ["row"],
+            "partial_unexpected_count": _MAX_EXAMPLES,
+        },
+    )
+    return [_failure(r) for r in result.results if not r.success]
+
+
+def _failure(r: Any) -> Failure:
+    config = r.expectation_config
+    column = config.kwargs.get("column")
+    exception = r.exception_info or {}
+    if exception.get("raised_exception"):
+        # GX hides errors inside the result instead of raising: surface them, never treat them as passes.
+        return Failure(config.type, column, -1, [], f"error: {exception.get('exception_message')}")
+    res = r.result or {}
+    rows = [int(i["row"]) for i in (res.get("partial_unexpected_index_list") or [])][:_MAX_EXAMPLES]
+    examples = res.get("partial_unexpected_list") or []
+    detail = f"unexpected values e.g. {examples[:5]}" if examples else ""
+    if config.type.startswith("expect_table"):
+        detail = f"observed {res.get('observed_value')}"
+    return Failure(config.type, column, int(res.get("unexpected_count") or 0), rows, detail)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True, help="JSON report to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+    table = pd.read_parquet(args.table)
+    failures = validate_table(table)
+    report = {
+        "success": not failures,
+        "rows": len(table),
+        "failures": [f.__dict__ | {"message": f.describe()} for f in failures],
+    }
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(report, indent=2) + "\n")
+    if failures:
+        for failure in failures:
+            logger.error("validation: %s", failure.describe())
+        logger.error("%s: %d expectation(s) failed; training will not run", args.table, len(failures))
+        sys.exit(1)
+    logger.info("%s: %d rows passed every expectation", args.table, len(table))
+
+
+if __name__ == "__main__":
+    main()

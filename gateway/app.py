@@ -20,7 +20,7 @@ from starlette.formparsers import MultiPartParser
 
 from gateway.errors import ConsentRequiredError, GatewayError, install_error_handlers
 from gateway.imaging import crop_to_fer, decode_grayscale, whole_image_box
-from gateway.limits import ContentLengthLimit
+from gateway.limits import BodySizeLimit
 from gateway.schemas import EmotionsResponse, FaceResult, Health, ModelRef, Readiness
 from gateway.settings import Settings
 from gateway.triton import TritonClassifier
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, triton: TritonClassifier | None
     """Build the gateway app; `triton` replaces the adapter built from settings (e.g. a shared one)."""
     settings = settings or Settings()
     # Keep uploads in memory: Starlette spools files above 1 MB to a temporary file on disk otherwise,
-    # and a person's image must never touch the disk. The body limit below bounds the memory.
+    # and a person's image must never touch the disk. BodySizeLimit bounds the memory.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 1)
 
     @asynccontextmanager
@@ -74,9 +74,8 @@ def create_app(settings: Settings | None = None, triton: TritonClassifier | None
         description="Facial-emotion recognition served by Triton, for mood-aware recommendations. "
         "Images are analysed in memory, only with consent, and never stored.",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
     )
-    app.add_middleware(ContentLengthLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

@@ -35,6 +35,8 @@ def decode_grayscale(data: bytes, max_pixels: int) -> np.ndarray:
         raise UnsupportedImageError("the file is not a readable JPEG, PNG or WebP image") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PayloadTooLargeError(f"the image declares too many pixels (limit {max_pixels})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadInputError("the image is corrupt or truncated") from e
     with image:
         if image.format not in ACCEPTED_FORMATS:
             raise UnsupportedImageError(f"{image.format} images are not accepted; send JPEG, PNG or WebP")

@@ -1,18 +1,21 @@
-"""Request-size limit answered before the body is read, as a problem-details 413."""
+"""Request-body size limit, answered as a problem-details 413 before or while the body is read."""
 
 from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PROBLEM_JSON
 
 
-class ContentLengthLimit:
-    """Refuse a request whose declared Content-Length exceeds the limit without reading its body.
+class BodySizeLimit:
+    """Refuse request bodies over `max_bytes`.
 
-    Bodies without a Content-Length (chunked) are bounded by FastAPI's `max_body_size` while streaming.
+    A declared Content-Length over the limit is refused before a byte of the body is read. A body without one
+    (chunked) is counted as it streams; crossing the limit raises a 413 HTTPException, which FastAPI passes
+    to the app's problem-details handler.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -20,24 +23,34 @@ class ContentLengthLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-                status = 413 if declared.isdigit() else 400
-                detail = (
-                    f"the request body is {int(declared)} bytes; the limit is {self.max_bytes}"
-                    if status == 413
-                    else "the Content-Length header is not a number"
-                )
-                title = "Payload too large" if status == 413 else "Bad request"
-                body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"connection", b"close")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body.encode()})
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _problem(send, 400, "Bad request", "the Content-Length header is not a number")
                 return
-        await self.app(scope, receive, send)
+            if int(declared) > self.max_bytes:
+                detail = f"the request body is {int(declared)} bytes; the limit is {self.max_bytes}"
+                await _problem(send, 413, "Payload too large", detail)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"the request body exceeds the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+async def _problem(send: Send, status: int, title: str, detail: str) -> None:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

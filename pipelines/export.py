@@ -33,7 +33,7 @@ class ServingModel(nn.Module):
     def __init__(self, net: nn.Module, labels: list[str], mean: float, std: float, temperature: float = 1.0):
         super().__init__()
         self.net = net
-        self.labels: list[str] = list(labels)
+        self.labels: list[str] = list(labels)  # TorchScript keeps it as a typed attribute
         self.mean = mean
         self.std = std
         self.temperature = temperature

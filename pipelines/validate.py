@@ -18,6 +18,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from pipelines.labels import LABELS, PIXELS_PER_IMAGE, SPLITS
 
@@ -83,6 +84,7 @@ def build_suite() -> gx.ExpectationSuite:
 def validate_table(table: pd.DataFrame) -> list[Failure]:
     """Run the suite on the canonical table; return the failures (empty when the data is valid)."""
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (
         context.data_sources.add_pandas("faces")
         .add_dataframe_asset("canonical")
@@ -103,10 +105,13 @@ def validate_table(table: pd.DataFrame) -> list[Failure]:
 def _failure(r: Any) -> Failure:
     config = r.expectation_config
     column = config.kwargs.get("column")
-    exception = r.exception_info or {}
-    if exception.get("raised_exception"):
-        # GX hides errors inside the result instead of raising: surface them, never treat them as passes.
-        return Failure(config.type, column, -1, [], f"error: {exception.get('exception_message')}")
+    # GX hides errors inside the result instead of raising, either flat or keyed by metric id: surface
+    # them, never treat them as passes.
+    info = r.exception_info or {}
+    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    messages = [str(e.get("exception_message")) for e in entries if e.get("exception_message")]
+    if messages:
+        return Failure(config.type, column, -1, [], f"error: {messages[0].splitlines()[0][:300]}")
     res = r.result or {}
     rows = [int(i["row"]) for i in (res.get("partial_unexpected_index_list") or [])][:_MAX_EXAMPLES]
     examples = res.get("partial_unexpected_list") or []

@@ -1,0 +1,80 @@
+"""Gateway behaviour that needs no model: limits, consent, errors, and Triton being unreachable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.conftest import free_port, png_bytes
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    # Nothing listens on this port: the real "Triton is down" situation, no mock involved.
+    settings = Settings(
+        triton_url=f"127.0.0.1:{free_port()}",
+        model_wait_s=0,
+        triton_timeout_s=1,
+        max_upload_bytes=64 * 1024,
+        retry_after_s=7,
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def face_png() -> bytes:
+    return png_bytes(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8))
+
+
+def test_alive_but_not_ready_without_triton(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json() == {"ready": False, "model": None}
+
+
+def test_triton_down_is_a_503_with_retry_after(client: TestClient) -> None:
+    response = client.post("/v1/emotions", files={"image": ("f.png", face_png())}, data={"consent": "true"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "not available" in response.json()["detail"]
+
+
+def test_consent_is_checked_before_anything_else(client: TestClient) -> None:
+    response = client.post("/v1/emotions", files={"image": ("f.png", face_png())})
+    assert response.status_code == 422 and "'consent'" in response.json()["detail"]
+
+
+def test_declared_oversize_body_is_refused_unread(client: TestClient) -> None:
+    response = client.post("/v1/emotions", files={"image": ("f.png", b"\0" * 70_000)}, data={"consent": "true"})
+    assert response.status_code == 413
+    assert response.json()["title"] == "Payload too large" and "65536" in response.json()["detail"]
+
+
+def test_streamed_oversize_body_is_cut_off(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    response = client.post("/v1/emotions", content=chunks(), headers=headers)
+    assert response.status_code == 413 and response.json()["status"] == 413
+
+
+def test_validation_errors_name_the_field_without_echoing_input(client: TestClient) -> None:
+    response = client.post("/v1/emotions", data={"consent": "true", "secret": "s3cr3t-value"})
+    body = response.json()
+    assert response.status_code == 422 and body["errors"][0]["field"] == "body.image"
+    assert "s3cr3t-value" not in response.text
+
+
+def test_openapi_documents_the_contract(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/emotions"]["post"]
+    assert {"200", "413", "415", "422", "503", "504"} <= set(operation["responses"])
+    assert "examples" in spec["components"]["schemas"]["EmotionsResponse"]

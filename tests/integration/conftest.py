@@ -1,0 +1,120 @@
+"""Real servers for integration tests: a pipeline run in a scratch project, Triton and the gateway.
+
+Everything runs as subprocesses on free loopback ports and is stopped at the end of the session, also when
+tests fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from emotorch import triton_server
+from emotorch.stack import tool_environment
+from emotorch.triton_server import TritonPorts
+from tests.conftest import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Small enough to train in well under a minute on 2 cores, large enough to land far above chance.
+SMALL_PARAMS = {"generate": {"n_faces": 3000}, "train": {"epochs": 8, "batch_size": 32, "patience": 8}}
+
+
+def run_dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=tool_environment(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch copy of the project's pipeline, reproduced once with small params."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", root)
+    shutil.copytree(PROJECT_ROOT / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for section, values in SMALL_PARAMS.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_dvc(root, "init", "--no-scm", "-q").returncode == 0
+    result = run_dvc(root, "repro")
+    assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return root
+
+
+@dataclass(frozen=True)
+class RunningTriton:
+    ports: TritonPorts
+    repository: Path
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+
+@pytest.fixture(scope="session")
+def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    work = tmp_path_factory.mktemp("triton")
+    repository = pipeline_project / "model_repository"
+    process = triton_server.start_triton(repository, ports, ["emotion"], cache_dir=work, log_file=work / "triton.log")
+    try:
+        try:
+            triton_server.wait_until_ready(process, ports.http, ["emotion"], timeout_s=120)
+        except triton_server.TritonStartError:
+            pytest.fail(f"Triton did not start:\n{(work / 'triton.log').read_text()[-4000:]}")
+        yield RunningTriton(ports, repository, work / "triton.log")
+    finally:
+        triton_server.stop(process)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"gateway exited:\n{log.read_text()[-4000:]}"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"gateway not ready:\n{log.read_text()[-4000:]}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

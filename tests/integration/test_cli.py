@@ -1,0 +1,53 @@
+"""`emotorch triton` runs the real server and stops cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emotorch import triton_server
+from emotorch.stack import port_in_use
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_triton_command_serves_and_stops_on_signal(pipeline_project: Path, tmp_path: Path, signum: int) -> None:
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    log = (tmp_path / "triton.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "triton",
+            "--model-repository",
+            str(pipeline_project / "model_repository"),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "EMOTORCH_CACHE_DIR": str(tmp_path)},
+    )
+    try:
+        triton_server.wait_until_ready(process, http, ["emotion"], timeout_s=120)  # type: ignore[arg-type]
+        assert port_in_use("127.0.0.1", grpc) and port_in_use("127.0.0.1", metrics)
+        process.send_signal(signum)
+        assert process.wait(timeout=30) is not None
+        assert not port_in_use("127.0.0.1", http)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()

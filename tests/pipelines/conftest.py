@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.generate import GenerateParams, write_fer2013_csv
+from pipelines.ingest import read_fer2013_csv
+
+
+@pytest.fixture(scope="session")
+def fer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic fer2013.csv with all three Usage values."""
+    path = tmp_path_factory.mktemp("fer") / "fer2013.csv"
+    write_fer2013_csv(path, GenerateParams(n_faces=140, seed=11, validation_fraction=0.2, test_fraction=0.2))
+    return path
+
+
+@pytest.fixture
+def canonical(fer_csv: Path) -> pd.DataFrame:
+    return read_fer2013_csv(fer_csv)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.ingest import read_fer2013_csv
+from pipelines.validate import main, validate_table
+
+
+def _corrupt(fer_csv: Path, tmp_path: Path, row: int, column: str, value: str) -> Path:
+    lines = fer_csv.read_text().splitlines()
+    emotion, pixels, usage = lines[row].split(",")
+    fields = {"emotion": emotion, "pixels": pixels, "Usage": usage} | {column: value}
+    lines[row] = ",".join(fields.values())
+    out = tmp_path / "broken.csv"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_clean_data_passes(canonical: pd.DataFrame) -> None:
+    assert validate_table(canonical) == []
+
+
+def test_short_pixel_row_fails_naming_expectation_and_row(fer_csv: Path, tmp_path: Path) -> None:
+    pixels = fer_csv.read_text().splitlines()[7].split(",")[1]
+    broken = _corrupt(fer_csv, tmp_path, 7, "pixels", " ".join(pixels.split()[:2303]))
+    failures = validate_table(read_fer2013_csv(broken))
+    assert len(failures) == 1
+    (failure,) = failures
+    assert failure.expectation == "expect_column_values_to_be_between" and failure.column == "n_pixels"
+    assert failure.unexpected_count == 1 and failure.example_rows == [7]
+    assert "2303" in failure.describe()
+
+
+def test_unknown_label_fails_naming_the_row(fer_csv: Path, tmp_path: Path) -> None:
+    failures = validate_table(read_fer2013_csv(_corrupt(fer_csv, tmp_path, 12, "emotion", "9")))
+    assert [(f.column, f.example_rows) for f in failures] == [("label", [12])]
+
+
+def test_misspelled_usage_fails(fer_csv: Path, tmp_path: Path) -> None:
+    failures = validate_table(read_fer2013_csv(_corrupt(fer_csv, tmp_path, 3, "Usage", "Trainning")))
+    assert {f.column for f in failures} == {"split"}
+    assert all(f.example_rows == [3] for f in failures)
+
+
+def test_constant_image_fails(fer_csv: Path, tmp_path: Path) -> None:
+    failures = validate_table(read_fer2013_csv(_corrupt(fer_csv, tmp_path, 5, "pixels", " ".join(["0"] * 2304))))
+    assert [(f.column, f.example_rows) for f in failures] == [("pixel_std", [5])]
+
+
+def test_errors_inside_great_expectations_are_failures_not_passes(canonical: pd.DataFrame) -> None:
+    # A missing column makes the column expectations raise inside GX, which hides the error in the result.
+    failures = validate_table(canonical.drop(columns=["n_pixels"]))
+    assert failures, "a table without n_pixels must not validate"
+    assert any(f.unexpected_count == -1 and "error" in f.detail for f in failures)
+
+
+def test_main_exits_non_zero_and_writes_the_report(fer_csv: Path, tmp_path: Path) -> None:
+    table = read_fer2013_csv(_corrupt(fer_csv, tmp_path, 9, "emotion", "9"))
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--table", str(tmp_path / "t.parquet"), "--report", str(tmp_path / "report.json")])
+    assert exit_info.value.code == 1
+    report = (tmp_path / "report.json").read_text()
+    assert '"success": false' in report and "example rows: [9]" in report

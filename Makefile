@@ -24,12 +24,12 @@ up: venv
 	$(BIN)/emotorch up
 
 test: venv
-	$(BIN)/ruff check emotorch gateway pipelines tests bench
+	$(BIN)/ruff check emotorch gateway pipelines tests
 	$(BIN)/mypy emotorch gateway pipelines
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check emotorch gateway pipelines tests bench
+	$(BIN)/ruff check emotorch gateway pipelines tests
 	$(BIN)/mypy emotorch gateway pipelines
 
 repro: venv

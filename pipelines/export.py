@@ -71,17 +71,13 @@ def parity(eager: nn.Module, scripted: torch.jit.ScriptModule, images: np.ndarra
 @torch.no_grad()
 def prediction_reference(model: nn.Module, images: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Class distribution and confidence histogram of the model's own predictions: the drift baseline."""
-    probs = torch.cat(
-        [model(torch.from_numpy(images[i : i + 512]).unsqueeze(1)) for i in range(0, len(images), 512)]
-    )
+    probs = torch.cat([model(torch.from_numpy(images[i : i + 512]).unsqueeze(1)) for i in range(0, len(images), 512)])
     confidence, predicted = probs.max(1)
     counts = np.bincount(predicted.numpy(), minlength=len(labels))
     hist, edges = np.histogram(confidence.numpy(), bins=CONFIDENCE_BINS, range=(0.0, 1.0))
     return {
         "samples": len(images),
-        "class_distribution": {
-            label: float(c / len(images)) for label, c in zip(labels, counts, strict=True)
-        },
+        "class_distribution": {label: float(c / len(images)) for label, c in zip(labels, counts, strict=True)},
         "confidence_histogram": {"edges": edges.round(6).tolist(), "counts": hist.tolist()},
         "mean_confidence": float(confidence.mean()),
     }

@@ -32,9 +32,7 @@ class GenerateParams:
 
 def split_sizes(n: int, validation_fraction: float, test_fraction: float) -> dict[str, int]:
     """Rows per split; train takes the remainder."""
-    if not (
-        0 <= validation_fraction < 1 and 0 <= test_fraction < 1 and validation_fraction + test_fraction < 1
-    ):
+    if not (0 <= validation_fraction < 1 and 0 <= test_fraction < 1 and validation_fraction + test_fraction < 1):
         raise ValueError("validation_fraction and test_fraction must be in [0, 1) and sum below 1")
     n_val, n_test = round(n * validation_fraction), round(n * test_fraction)
     return {"train": n - n_val - n_test, "validation": n_val, "test": n_test}
@@ -55,9 +53,7 @@ def write_fer2013_csv(path: Path, params: GenerateParams) -> dict[str, int]:
         for offset, (split, n) in enumerate(sizes.items()):
             for label_index, face in generate_faces(n, seed=params.seed * 1000 + offset):
                 code = LABEL_TO_FER2013_CODE[LABELS[label_index]]
-                writer.writerow(
-                    [code, " ".join(map(str, face.ravel().tolist())), SPLIT_TO_FER2013_USAGE[split]]
-                )
+                writer.writerow([code, " ".join(map(str, face.ravel().tolist())), SPLIT_TO_FER2013_USAGE[split]])
                 bar.update()
     os.replace(tmp, path)
     return sizes

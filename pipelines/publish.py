@@ -167,9 +167,7 @@ def load_and_verify(
     import tritonclient.http as triton_http
     from tritonclient.utils import InferenceServerException
 
-    client = triton_http.InferenceServerClient(
-        triton_url, connection_timeout=timeout_s, network_timeout=timeout_s
-    )
+    client = triton_http.InferenceServerClient(triton_url, connection_timeout=timeout_s, network_timeout=timeout_s)
     try:
         client.load_model(params.model_name)
         deadline = time.monotonic() + timeout_s
@@ -190,9 +188,7 @@ def load_and_verify(
         expected = torch.jit.load(str(model_pt), map_location="cpu")(torch.from_numpy(samples)).numpy()
     max_diff = float(np.abs(served - expected).max())
     if not max_diff <= 1e-5:
-        raise PublishError(
-            f"Triton's outputs for version {version} differ from TorchScript by {max_diff:.3g}"
-        )
+        raise PublishError(f"Triton's outputs for version {version} differ from TorchScript by {max_diff:.3g}")
     return max_diff
 
 
@@ -223,9 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("Triton at %s serves version %d", args.triton_url, version)
         except PublishError as e:
             rollback(args.repository, params, version, previous)
-            raise SystemExit(
-                f"publish failed, version {version} removed, previous version still serves: {e}"
-            ) from e
+            raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
     args.receipt.parent.mkdir(parents=True, exist_ok=True)
     args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
 

@@ -140,18 +140,14 @@ def _render(expr: Expression, rng: np.random.Generator) -> np.ndarray:
         brow_y = eye_y - 0.2 * b - expr.brow_raise * 0.07 * b
         inner = (cx + side * (eye_dx - eye_w * 0.9), brow_y - expr.brow_inner * 0.065 * b)
         outer = (cx + side * (eye_dx + eye_w * 1.1), brow_y + expr.brow_inner * 0.02 * b)
-        cv2.line(
-            img, pt(*inner), pt(*outer), hair * 0.5 + dark * 0.5, int(rng.uniform(1.2, 2.0) * s), cv2.LINE_AA
-        )
+        cv2.line(img, pt(*inner), pt(*outer), hair * 0.5 + dark * 0.5, int(rng.uniform(1.2, 2.0) * s), cv2.LINE_AA)
 
     # Nose: a shaded ridge and nostrils; the wrinkle adds creases across the bridge.
     nose_y = cy + rng.uniform(0.12, 0.18) * b
     shade = skin * 0.7
     cv2.line(img, pt(cx, eye_y + 0.08 * b), pt(cx - 0.04 * a, nose_y), shade, s, cv2.LINE_AA)
     for side in (-1, 1):
-        cv2.ellipse(
-            img, pt(cx + side * 0.1 * a, nose_y), ax(0.06 * a, 0.03 * b), 0, 0, 360, dark, -1, cv2.LINE_AA
-        )
+        cv2.ellipse(img, pt(cx + side * 0.1 * a, nose_y), ax(0.06 * a, 0.03 * b), 0, 0, 360, dark, -1, cv2.LINE_AA)
     if expr.nose_wrinkle > 0.05:
         crease = skin - expr.nose_wrinkle * skin * 0.45
         for k in range(3):

@@ -18,6 +18,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
+from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from pipelines.labels import LABELS, PIXELS_PER_IMAGE, SPLITS
@@ -35,11 +36,12 @@ class Failure:
     column: str | None
     unexpected_count: int
     example_rows: list[int] = field(default_factory=list)
+    example_sources: list[str] = field(default_factory=list)
     detail: str = ""
 
     def describe(self) -> str:
         where = f" on column '{self.column}'" if self.column else ""
-        rows = f"; example rows: {self.example_rows}" if self.example_rows else ""
+        rows = f"; example rows: {self.example_rows} ({', '.join(self.example_sources)})" if self.example_rows else ""
         detail = f" ({self.detail})" if self.detail else ""
         return f"{self.expectation}{where} failed for {self.unexpected_count} row(s){rows}{detail}"
 
@@ -51,6 +53,7 @@ def build_suite() -> gx.ExpectationSuite:
         gxe.ExpectTableColumnsToMatchSet(
             column_set=[
                 "row",
+                "source",
                 "split",
                 "usage",
                 "label",
@@ -60,6 +63,10 @@ def build_suite() -> gx.ExpectationSuite:
                 "pixel_max",
                 "pixel_std",
                 "pixels",
+                "content_hash",
+                "phash",
+                "duplicates_in_split",
+                "phash_splits",
             ],
             exact_match=True,
         ),
@@ -67,39 +74,65 @@ def build_suite() -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(LABELS) - 1),
         gxe.ExpectColumnValuesToNotBeNull(column="split"),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="n_pixels", min_value=PIXELS_PER_IMAGE, max_value=PIXELS_PER_IMAGE
-        ),
+        gxe.ExpectColumnValuesToBeBetween(column="n_pixels", min_value=PIXELS_PER_IMAGE, max_value=PIXELS_PER_IMAGE),
         gxe.ExpectColumnValuesToNotBeNull(column="pixel_min"),
         gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
         gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
         # A constant image (all one value) carries no face: std 0.
         gxe.ExpectColumnValuesToBeBetween(column="pixel_std", min_value=0, max_value=None, strict_min=True),
+        # Exact duplicates inside a split inflate it; near-identical faces in two splits leak test answers.
+        gxe.ExpectColumnValuesToBeBetween(column="duplicates_in_split", min_value=1, max_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="phash_splits", min_value=1, max_value=1),
     ]
     for expectation in expectations:
         suite.add_expectation(expectation)
     return suite
 
 
-def validate_table(table: pd.DataFrame) -> list[Failure]:
-    """Run the suite on the canonical table; return the failures (empty when the data is valid)."""
+def validate_table(table: pd.DataFrame, docs_dir: Path | None = None) -> list[Failure]:
+    """Run the suite on the canonical table; return the failures (empty when the data is valid).
+
+    With `docs_dir`, Great Expectations data docs (HTML) of the run are written there (`index.html`).
+    """
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
+    actions: list[Any] = []
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            "local",
+            {
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            },
+        )
+        actions.append(UpdateDataDocsAction(name="data_docs"))
+    batch_definition = (
         context.data_sources.add_pandas("faces")
         .add_dataframe_asset("canonical")
         .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": table.drop(columns=["pixels"]).assign(pixels="")})
     )
-    result = batch.validate(
-        build_suite(),
-        result_format={
-            "result_format": "SUMMARY",
-            "unexpected_index_column_names": ["row"],
-            "partial_unexpected_count": _MAX_EXAMPLES,
-        },
+    suite = context.suites.add(build_suite())
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="faces", data=batch_definition, suite=suite)
     )
-    return [_failure(r) for r in result.results if not r.success]
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="faces",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={
+                "result_format": "SUMMARY",
+                "unexpected_index_column_names": ["row", "source"],
+                "partial_unexpected_count": _MAX_EXAMPLES,
+            },
+        )
+    )
+    # The pixel bytes are not validated here (ingest derived their scalar features); keep them out of the docs.
+    frame = table.drop(columns=["pixels"]).assign(pixels="")
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    (suite_result,) = result.run_results.values()
+    return [_failure(r) for r in suite_result.results if not r.success]
 
 
 def _failure(r: Any) -> Failure:
@@ -111,26 +144,34 @@ def _failure(r: Any) -> Failure:
     entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
     messages = [str(e.get("exception_message")) for e in entries if e.get("exception_message")]
     if messages:
-        return Failure(config.type, column, -1, [], f"error: {messages[0].splitlines()[0][:300]}")
+        return Failure(config.type, column, -1, [], [], f"error: {messages[0].splitlines()[0][:300]}")
     res = r.result or {}
-    rows = [int(i["row"]) for i in (res.get("partial_unexpected_index_list") or [])][:_MAX_EXAMPLES]
+    index = (res.get("partial_unexpected_index_list") or [])[:_MAX_EXAMPLES]
     examples = res.get("partial_unexpected_list") or []
     detail = f"unexpected values e.g. {examples[:5]}" if examples else ""
     if config.type.startswith("expect_table"):
         detail = f"observed {res.get('observed_value')}"
-    return Failure(config.type, column, int(res.get("unexpected_count") or 0), rows, detail)
+    return Failure(
+        config.type,
+        column,
+        int(res.get("unexpected_count") or 0),
+        [int(i["row"]) for i in index],
+        [str(i["source"]) for i in index],
+        detail,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True, help="JSON report to write")
+    parser.add_argument("--docs", type=Path, default=None, help="folder for the HTML data docs (index.html)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
     table = pd.read_parquet(args.table)
-    failures = validate_table(table)
+    failures = validate_table(table, args.docs.resolve() if args.docs else None)
     report = {
         "success": not failures,
         "rows": len(table),
@@ -142,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         for failure in failures:
             logger.error("validation: %s", failure.describe())
         logger.error("%s: %d expectation(s) failed; training will not run", args.table, len(failures))
+        if args.docs:
+            logger.error("data docs: %s", args.docs.resolve() / "index.html")
         sys.exit(1)
     logger.info("%s: %d rows passed every expectation", args.table, len(table))
 

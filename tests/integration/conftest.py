@@ -41,17 +41,22 @@ def run_dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="session")
-def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A scratch copy of the project's pipeline, reproduced once with small params."""
-    root = tmp_path_factory.mktemp("project")
+def make_project(root: Path, overrides: dict[str, dict[str, object]]) -> Path:
+    """A scratch copy of the project's pipeline (dvc.yaml, pipelines/, params.yaml with `overrides`)."""
     shutil.copy(PROJECT_ROOT / "dvc.yaml", root)
     shutil.copytree(PROJECT_ROOT / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    for section, values in SMALL_PARAMS.items():
+    for section, values in overrides.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert run_dvc(root, "init", "--no-scm", "-q").returncode == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch copy of the project's pipeline, reproduced once with small params."""
+    root = make_project(tmp_path_factory.mktemp("project"), SMALL_PARAMS)
     result = run_dvc(root, "repro")
     assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return root

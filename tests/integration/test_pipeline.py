@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from pipelines.labels import LABELS
-from tests.integration.conftest import run_dvc
+from tests.integration.conftest import PROJECT_ROOT, make_project, run_dvc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -74,3 +76,52 @@ def test_training_is_tracked_in_mlflow(pipeline_project: Path) -> None:
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 1
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "torchscript")]
     assert artifacts == ["torchscript/model.pt"]
+
+
+def test_project_has_a_default_dvc_remote() -> None:
+    result = run_dvc(PROJECT_ROOT, "remote", "list")
+    assert result.returncode == 0 and result.stdout.split()[:2] == ["local", "/var/tmp/emotorch-dvc-remote"]
+
+
+def test_dvc_push_then_pull_into_a_fresh_copy(pipeline_project: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    assert run_dvc(pipeline_project, "remote", "add", "--local", "-f", "-d", "scratch", str(remote)).returncode == 0
+    pushed = run_dvc(pipeline_project, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(pipeline_project / name, clone / name)
+    shutil.copytree(pipeline_project / "pipelines", clone / "pipelines")
+    shutil.copytree(pipeline_project / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    pulled = run_dvc(clone, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    for tracked in ("data/raw/synthetic/fer2013.csv", "data/processed/faces.parquet", "models/model.pt"):
+        assert (clone / tracked).read_bytes() == (pipeline_project / tracked).read_bytes()
+    status = run_dvc(clone, "status")
+    assert status.returncode == 0 and "up to date" in status.stdout
+
+
+def test_corrupt_row_stops_dvc_repro_at_validation(tmp_path: Path) -> None:
+    project = make_project(tmp_path, {"generate": {"n_faces": 210}})
+    csv = project / "fer2013.csv"
+    generated = run_dvc(project, "repro", "generate")
+    assert generated.returncode == 0, generated.stderr
+    lines = (project / "data" / "raw" / "synthetic" / "fer2013.csv").read_text().splitlines()
+    code, pixels, usage = lines[17].split(",")
+    lines[17] = ",".join([code, " ".join(pixels.split()[:2303]), usage])  # one pixel short
+    code, pixels, usage = lines[42].split(",")
+    lines[42] = ",".join(["9", pixels, usage])  # a label FER2013 does not have
+    csv.write_text("\n".join(lines) + "\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"].update(source="fer2013_csv", path="fer2013.csv")
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+    result = run_dvc(project, "repro")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "expect_column_values_to_be_between on column 'n_pixels' failed for 1 row(s); example rows: [17]" in output
+    assert "expect_column_values_to_be_between on column 'label' failed for 1 row(s); example rows: [42]" in output
+    assert "failed to reproduce 'validate'" in output
+    assert "Running stage 'train'" not in output and not (project / "models").exists()
+    assert (project / "reports" / "data_docs" / "index.html").exists()

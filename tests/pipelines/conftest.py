@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from pipelines.generate import GenerateParams, write_fer2013_csv
-from pipelines.ingest import read_fer2013_csv
+from pipelines.ingest import canonical_table
+from pipelines.sources import read_fer2013_csv
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,11 @@ def fer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def fer_table(path: Path) -> pd.DataFrame:
+    """The canonical table of a FER2013-format CSV."""
+    return canonical_table(read_fer2013_csv(path))
+
+
 @pytest.fixture
 def canonical(fer_csv: Path) -> pd.DataFrame:
-    return read_fer2013_csv(fer_csv)
+    return fer_table(fer_csv)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from pipelines.generate import GenerateParams, split_sizes, write_fer2013_csv
-from pipelines.ingest import class_counts, fingerprint, load_split, read_fer2013_csv
+from pipelines.ingest import class_counts, fingerprint, load_split
 from pipelines.labels import FER2013_CODE_TO_LABEL, LABEL_INDEX, LABELS, fer2013_code_to_index
+from tests.pipelines.conftest import fer_table
 
 
 def _pixels(value: int, n: int = 2304) -> str:
@@ -34,7 +35,7 @@ def test_counts_land_under_the_right_label_names(tmp_path: Path) -> None:
     # Every code gets a different count, so a position-based mapping cannot pass.
     per_code = {0: 3, 1: 1, 2: 5, 3: 7, 4: 2, 5: 4, 6: 6}
     rows = [(str(c), _pixels(10 + c), "Training") for c, n in per_code.items() for _ in range(n)]
-    table = read_fer2013_csv(_write(tmp_path / "fer2013.csv", rows))
+    table = fer_table(_write(tmp_path / "fer2013.csv", rows))
     counts = class_counts(table)
     assert counts["train"] == {FER2013_CODE_TO_LABEL[c]: n for c, n in per_code.items()}
     assert counts["train"]["neutral"] == 6 and counts["train"]["sad"] == 2 and counts["train"]["surprise"] == 4
@@ -44,7 +45,7 @@ def test_counts_land_under_the_right_label_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("bom", "newline"), [(True, "\n"), (False, "\r\n"), (True, "\r\n")])
 def test_bom_and_crlf_are_read(tmp_path: Path, bom: bool, newline: str) -> None:
     rows = [("3", _pixels(50), "Training"), ("6", _pixels(60), "PublicTest"), ("4", _pixels(70), "PrivateTest")]
-    table = read_fer2013_csv(_write(tmp_path / "f.csv", rows, bom=bom, newline=newline))
+    table = fer_table(_write(tmp_path / "f.csv", rows, bom=bom, newline=newline))
     assert list(table["split"]) == ["train", "validation", "test"]
     assert list(table["label"]) == [LABEL_INDEX["happy"], LABEL_INDEX["neutral"], LABEL_INDEX["sad"]]
     assert (table["n_pixels"] == 2304).all()
@@ -57,7 +58,7 @@ def test_malformed_rows_are_kept_for_validation_to_refuse(tmp_path: Path) -> Non
         ("3", _pixels(50), "Trainning"),  # misspelled usage
         ("3", _pixels(50).replace("50", "300", 1), "Training"),  # out of range
     ]
-    table = read_fer2013_csv(_write(tmp_path / "f.csv", rows))
+    table = fer_table(_write(tmp_path / "f.csv", rows))
     assert len(table) == 4
     assert table.loc[0, "n_pixels"] == 2303 and table.loc[0, "pixels"] == b""
     assert table.loc[1, "label"] == -1
@@ -69,7 +70,7 @@ def test_missing_column_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     path.write_text("emotion,pixels\n3,1 2 3\n")
     with pytest.raises(ValueError, match="missing column"):
-        read_fer2013_csv(path)
+        fer_table(path)
 
 
 def test_generated_csv_round_trips_through_the_real_loader(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_generated_csv_round_trips_through_the_real_loader(tmp_path: Path) -> No
     sizes = write_fer2013_csv(tmp_path / "fer2013.csv", params)
     header = (tmp_path / "fer2013.csv").read_text().splitlines()[0]
     assert header == "emotion,pixels,Usage"
-    table = read_fer2013_csv(tmp_path / "fer2013.csv")
+    table = fer_table(tmp_path / "fer2013.csv")
     assert table["split"].value_counts().to_dict() == {k: v for k, v in sizes.items() if v}
     table.to_parquet(tmp_path / "faces.parquet", index=False)
     images, labels = load_split(tmp_path / "faces.parquet", "train")
@@ -87,9 +88,9 @@ def test_generated_csv_round_trips_through_the_real_loader(tmp_path: Path) -> No
 
 def test_fingerprint_tracks_content(tmp_path: Path) -> None:
     rows = [("3", _pixels(50), "Training"), ("6", _pixels(60), "PublicTest")]
-    a = read_fer2013_csv(_write(tmp_path / "a.csv", rows))
-    b = read_fer2013_csv(_write(tmp_path / "b.csv", rows, bom=True, newline="\r\n"))
-    c = read_fer2013_csv(_write(tmp_path / "c.csv", [rows[0], ("5", _pixels(60), "PublicTest")]))
+    a = fer_table(_write(tmp_path / "a.csv", rows))
+    b = fer_table(_write(tmp_path / "b.csv", rows, bom=True, newline="\r\n"))
+    c = fer_table(_write(tmp_path / "c.csv", [rows[0], ("5", _pixels(60), "PublicTest")]))
     assert fingerprint(a) == fingerprint(b) != fingerprint(c)
 
 
@@ -100,7 +101,7 @@ def test_split_sizes_reject_impossible_fractions() -> None:
 
 
 def test_load_split_refuses_an_empty_split(tmp_path: Path) -> None:
-    table = read_fer2013_csv(_write(tmp_path / "f.csv", [("3", _pixels(50), "Training")]))
+    table = fer_table(_write(tmp_path / "f.csv", [("3", _pixels(50), "Training")]))
     table.to_parquet(tmp_path / "t.parquet", index=False)
     with pytest.raises(ValueError, match="empty"):
         load_split(tmp_path / "t.parquet", "test")

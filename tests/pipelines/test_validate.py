@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.ingest import read_fer2013_csv
+from pipelines.ingest import DataParams, ingest
 from pipelines.validate import main, validate_table
+from tests.pipelines.conftest import fer_table
 
 
 def _corrupt(fer_csv: Path, tmp_path: Path, row: int, column: str, value: str) -> Path:
@@ -26,7 +27,7 @@ def test_clean_data_passes(canonical: pd.DataFrame) -> None:
 def test_short_pixel_row_fails_naming_expectation_and_row(fer_csv: Path, tmp_path: Path) -> None:
     pixels = fer_csv.read_text().splitlines()[7].split(",")[1]
     broken = _corrupt(fer_csv, tmp_path, 7, "pixels", " ".join(pixels.split()[:2303]))
-    failures = validate_table(read_fer2013_csv(broken))
+    failures = validate_table(fer_table(broken))
     assert len(failures) == 1
     (failure,) = failures
     assert failure.expectation == "expect_column_values_to_be_between" and failure.column == "n_pixels"
@@ -35,18 +36,18 @@ def test_short_pixel_row_fails_naming_expectation_and_row(fer_csv: Path, tmp_pat
 
 
 def test_unknown_label_fails_naming_the_row(fer_csv: Path, tmp_path: Path) -> None:
-    failures = validate_table(read_fer2013_csv(_corrupt(fer_csv, tmp_path, 12, "emotion", "9")))
+    failures = validate_table(fer_table(_corrupt(fer_csv, tmp_path, 12, "emotion", "9")))
     assert [(f.column, f.example_rows) for f in failures] == [("label", [12])]
 
 
 def test_misspelled_usage_fails(fer_csv: Path, tmp_path: Path) -> None:
-    failures = validate_table(read_fer2013_csv(_corrupt(fer_csv, tmp_path, 3, "Usage", "Trainning")))
+    failures = validate_table(fer_table(_corrupt(fer_csv, tmp_path, 3, "Usage", "Trainning")))
     assert {f.column for f in failures} == {"split"}
     assert all(f.example_rows == [3] for f in failures)
 
 
 def test_constant_image_fails(fer_csv: Path, tmp_path: Path) -> None:
-    failures = validate_table(read_fer2013_csv(_corrupt(fer_csv, tmp_path, 5, "pixels", " ".join(["0"] * 2304))))
+    failures = validate_table(fer_table(_corrupt(fer_csv, tmp_path, 5, "pixels", " ".join(["0"] * 2304))))
     assert [(f.column, f.example_rows) for f in failures] == [("pixel_std", [5])]
 
 
@@ -58,10 +59,31 @@ def test_errors_inside_great_expectations_are_failures_not_passes(canonical: pd.
 
 
 def test_main_exits_non_zero_and_writes_the_report(fer_csv: Path, tmp_path: Path) -> None:
-    table = read_fer2013_csv(_corrupt(fer_csv, tmp_path, 9, "emotion", "9"))
+    table = fer_table(_corrupt(fer_csv, tmp_path, 9, "emotion", "9"))
     table.to_parquet(tmp_path / "t.parquet", index=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["--table", str(tmp_path / "t.parquet"), "--report", str(tmp_path / "report.json")])
     assert exit_info.value.code == 1
     report = (tmp_path / "report.json").read_text()
     assert '"success": false' in report and "example rows: [9]" in report
+
+
+def test_duplicates_and_leakage_kept_by_a_fail_policy_stop_validation(tmp_path: Path, fer_csv: Path) -> None:
+    lines = fer_csv.read_text().splitlines()
+    train_row = next(i for i, line in enumerate(lines[1:], 1) if line.endswith(",Training"))
+    test_row = next(i for i, line in enumerate(lines[1:], 1) if line.endswith(",PrivateTest"))
+    _, pixels, _ = lines[train_row].split(",")
+    lines[test_row] = ",".join([lines[test_row].split(",")[0], pixels, "PrivateTest"])  # leak a train face
+    lines.append(lines[train_row])  # and repeat it inside train
+    broken = tmp_path / "leaky.csv"
+    broken.write_text("\n".join(lines) + "\n")
+    params = DataParams(source="fer2013_csv", path=str(broken), duplicates="fail", leakage="fail")
+    table, _ = ingest(params)
+    failures = validate_table(table, docs_dir=tmp_path / "docs")
+    by_column = {f.column: f for f in failures}
+    assert set(by_column) == {"duplicates_in_split", "phash_splits"}
+    assert by_column["duplicates_in_split"].example_rows == [train_row, len(lines) - 1]
+    assert test_row in by_column["phash_splits"].example_rows
+    assert f"leaky.csv:{test_row + 1}" in by_column["phash_splits"].example_sources  # file line of the row
+    index = (tmp_path / "docs" / "index.html").read_text()
+    assert "faces" in index  # HTML data docs of the failed run

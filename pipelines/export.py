@@ -87,13 +87,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--table", type=Path, required=True)
+    parser.add_argument("--evaluation", type=Path, required=True, help="eval.json (temperature, test metrics)")
     parser.add_argument("--out", type=Path, required=True, help="TorchScript file to write")
     parser.add_argument("--metadata", type=Path, required=True, help="export metadata JSON to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     net, meta = load_checkpoint(args.checkpoint)
-    serving = ServingModel(net, meta["labels"], meta["mean"], meta["std"]).eval()
+    evaluation = json.loads(args.evaluation.read_text())
+    serving = ServingModel(net, meta["labels"], meta["mean"], meta["std"], evaluation["temperature"]).eval()
     scripted = script(serving)
     images, _ = load_split(args.table, "validation")
     rng = np.random.default_rng(0)
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         "temperature": serving.temperature,
         "parity": {"samples": len(sample), "max_abs_diff": max_diff, "tolerance": PARITY_TOLERANCE},
         "reference": prediction_reference(scripted, images, meta["labels"]),
+        "evaluation": {
+            k: evaluation[k]
+            for k in ("accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after", "behaviour", "test_rows")
+        },  # fmt: skip
     }
     args.metadata.write_text(json.dumps(metadata, indent=2) + "\n")
 

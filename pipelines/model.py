@@ -50,12 +50,53 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@dataclass(frozen=True)
+class VGGFerConfig:
+    """VGG variant of Khaireddin & Chen (2021), 73.28 % single-network accuracy on FER2013.
+
+    Four conv stages of two conv-BN-ReLU blocks and a max pool (64, 128, 256, 512 channels: 48 -> 3), then
+    two 4096-wide fully connected layers with dropout. About 40M parameters and 1 GFLOP per face.
+    """
+
+    channels: tuple[int, int, int, int] = (64, 128, 256, 512)
+    hidden: int = 4096
+    dropout: float = 0.2
+    num_classes: int = len(LABELS)
+
+
+class VGGFer(nn.Module):
+    """Input: N x 1 x 48 x 48 normalised floats. Output: N x num_classes logits."""
+
+    def __init__(self, config: VGGFerConfig) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = config.channels
+        self.features = nn.Sequential(_stage(1, c1), _stage(c1, c2), _stage(c2, c3), _stage(c3, c4))  # 48 -> 3
+        self.head = nn.Sequential(
+            nn.Flatten(),  # N x c4*3*3
+            nn.Linear(c4 * 3 * 3, config.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, config.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+MODELS = ("small", "vgg_fer")
+
+
 def build_model(name: str, **kwargs: object) -> nn.Module:
-    """Build a network by its params.yaml name."""
+    """Build a network by its params.yaml name; kwargs override fields of its config dataclass."""
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # YAML lists -> tuples
     if name == "small":
-        config = SmallCNNConfig(**{k: tuple(v) if k == "channels" else v for k, v in kwargs.items()})  # type: ignore[arg-type]
-        return SmallCNN(config)
-    raise ValueError(f"unknown model {name!r}; known: small")
+        return SmallCNN(SmallCNNConfig(**options))  # type: ignore[arg-type]
+    if name == "vgg_fer":
+        return VGGFer(VGGFerConfig(**options))  # type: ignore[arg-type]
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
 def count_parameters(model: nn.Module) -> int:

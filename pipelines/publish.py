@@ -119,6 +119,8 @@ def publish_version(
             k: export_metadata[k]
             for k in (
                 "run_id",
+                "registry_version",
+                "evaluation",
                 "data_fingerprint",
                 "val_accuracy",
                 "model",
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metadata", type=Path, required=True, help="export metadata JSON")
     parser.add_argument("--repository", type=Path, required=True, help="Triton model repository root")
     parser.add_argument("--receipt", type=Path, required=True, help="JSON receipt to write")
+    parser.add_argument("--promotion", type=Path, default=None,
+                        help="promotion.json of the promote stage: publish only a promoted champion")  # fmt: skip
     parser.add_argument(
         "--triton-url",
         default=os.environ.get("EMOTORCH_PUBLISH_TRITON_URL"),
@@ -209,9 +213,19 @@ def main(argv: list[str] | None = None) -> None:
 
     params = PublishParams.from_yaml(args.params)
     export_metadata = json.loads(args.metadata.read_text())
+    args.receipt.parent.mkdir(parents=True, exist_ok=True)
+    if args.promotion is not None:
+        decision = json.loads(args.promotion.read_text())
+        if not decision["promoted"]:
+            logger.warning("not publishing: the challenger was not promoted (%s)", "; ".join(decision["reasons"]))
+            skipped = {"model": params.model_name, "published": False, "reasons": decision["reasons"]}
+            args.receipt.write_text(json.dumps(skipped, indent=2) + "\n")
+            return
+        export_metadata = export_metadata | {"registry_version": decision["challenger"]["registry_version"]}
     version, previous = publish_version(args.repository, args.model, export_metadata, params)
     logger.info("published %s version %d in %s", params.model_name, version, args.repository)
-    receipt: dict[str, Any] = {"model": params.model_name, "version": version, "loaded_by_triton": False}
+    receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
+                               "loaded_by_triton": False}  # fmt: skip
     if args.triton_url:
         try:
             receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model)
@@ -220,7 +234,6 @@ def main(argv: list[str] | None = None) -> None:
         except PublishError as e:
             rollback(args.repository, params, version, previous)
             raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
-    args.receipt.parent.mkdir(parents=True, exist_ok=True)
     args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
 
 

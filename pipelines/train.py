@@ -1,16 +1,22 @@
 """Train stage: fit the emotion network on the train split, select the checkpoint on validation, track in MLflow.
 
-The test split is never read here: model selection uses validation only.
+The test split is never read here: checkpoint selection and early stopping use validation macro-F1 only.
+Training is seeded and repeatable on CPU, and resumable: after every epoch the full state (weights, optimizer,
+scheduler, random generator, history, MLflow run id) goes to `<state-dir>/last.pt`; a rerun with the same
+params and data continues from there, in the same MLflow run. The state file is removed when training ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +27,11 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from pipelines.augment import AugmentConfig, augment
 from pipelines.ingest import load_split
 from pipelines.labels import LABELS
 from pipelines.model import build_model, count_parameters
+from pipelines.scoring import confusion_matrix, macro_f1
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +44,39 @@ class TrainParams:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 12
     batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | sgd (SGD uses Nesterov momentum)
     lr: float = 3e-3
+    momentum: float = 0.9
     weight_decay: float = 1e-4
+    scheduler: str = "onecycle"  # onecycle | plateau (reduce-on-plateau of validation macro-F1)
+    plateau_factor: float = 0.75
+    plateau_patience: int = 5
     label_smoothing: float = 0.05
-    patience: int = 4
+    patience: int = 4  # early stopping: epochs without a better validation macro-F1
+    augment: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     torch_threads: int = 2
+    device: str = "auto"  # auto | cpu | cuda; auto picks a GPU when present, with mixed precision there
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"train.optimizer={self.optimizer!r}; expected adamw or sgd")
+        if self.scheduler not in ("onecycle", "plateau"):
+            raise ValueError(f"train.scheduler={self.scheduler!r}; expected onecycle or plateau")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"train.device={self.device!r}; expected auto, cpu or cuda")
 
     @classmethod
     def from_yaml(cls, path: Path) -> TrainParams:
         return cls(**yaml.safe_load(path.read_text())["train"])
+
+    def augment_config(self) -> AugmentConfig:
+        options: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
+        return AugmentConfig(**options)
+
+    def key(self, data_fingerprint: str) -> str:
+        """Identity of a training job: a saved state resumes only the same params on the same data."""
+        return hashlib.sha256(json.dumps([asdict(self), data_fingerprint], sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -55,12 +86,20 @@ class EpochResult:
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    val_macro_f1: float
+    lr: float
 
 
 def seed_everything(seed: int) -> None:
     """Seed every generator the training touches; CPU training is then repeatable."""
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device("cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def normalisation(images: np.ndarray) -> tuple[float, float]:
@@ -76,100 +115,140 @@ def class_weights(labels: np.ndarray, num_classes: int = len(LABELS)) -> torch.T
     return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, max_shift: int = 3) -> torch.Tensor:
-    """Random horizontal flip and a random shift of up to `max_shift` pixels (N x 1 x 48 x 48)."""
-    n, _, h, w = batch.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-    padded = nn.functional.pad(batch, (max_shift,) * 4, mode="replicate")
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator).tolist()
-    return padded[:, :, dy : dy + h, dx : dx + w]
-
-
 def to_tensor(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
     """uint8 N x 48 x 48 -> normalised float N x 1 x 48 x 48, the same arithmetic as the exported graph."""
     return (torch.from_numpy(images).float().unsqueeze(1) / 255.0 - mean) / std
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on a whole split."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of `model` for a whole split (on the model's device, returned on CPU)."""
     model.eval()
-    losses, correct = [], 0
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size])
-        losses.append(nn.functional.cross_entropy(logits, y[i : i + batch_size], reduction="sum").item())
-        correct += int((logits.argmax(1) == y[i : i + batch_size]).sum())
-    return sum(losses) / len(x), correct / len(x)
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def score(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """Mean cross-entropy, accuracy and macro-F1."""
+    loss = float(nn.functional.cross_entropy(logits, y))
+    predicted = logits.argmax(1)
+    confusion = confusion_matrix(y.numpy(), predicted.numpy(), len(LABELS))
+    return loss, float((predicted == y).float().mean()), macro_f1(confusion)
+
+
+def _build_optimizer(params: TrainParams, model: nn.Module, steps_per_epoch: int) -> tuple[Any, Any]:
+    if params.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=params.lr, momentum=params.momentum, nesterov=True, weight_decay=params.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    scheduler: Any
+    if params.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=params.lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=params.plateau_factor, patience=params.plateau_patience
+        )
+    return optimizer, scheduler
 
 
 def fit(
     params: TrainParams,
     train: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
-    on_epoch: Any = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    state_path: Path | None = None,
+    state_extra: dict[str, Any] | None = None,
+    max_epochs_this_call: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any], list[EpochResult]]:
-    """Train with early stopping on validation accuracy; return the best model, its metadata and the history."""
+    """Train with early stopping on validation macro-F1; return the best model, its metadata and the history.
+
+    With `state_path`, the full state is saved after every epoch and, when present, resumed from.
+    `max_epochs_this_call` stops early on purpose (to test resumption); the saved state stays behind.
+    """
     seed_everything(params.seed)
     torch.set_num_threads(params.torch_threads)
+    device = pick_device(params.device)
+    use_amp = device.type == "cuda"
     mean, std = normalisation(train[0])
     x_train, y_train = to_tensor(train[0], mean, std), torch.from_numpy(train[1])
     x_val, y_val = to_tensor(validation[0], mean, std), torch.from_numpy(validation[1])
 
-    model = build_model(params.model, **params.model_kwargs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    model = build_model(params.model, **params.model_kwargs).to(device)
     steps_per_epoch = -(-len(x_train) // params.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=params.lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch
-    )
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train[1]), label_smoothing=params.label_smoothing)
+    optimizer, scheduler = _build_optimizer(params, model, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train[1]).to(device), label_smoothing=params.label_smoothing)
     generator = torch.Generator().manual_seed(params.seed)
+    augment_cfg = params.augment_config()
 
-    best_state, best_accuracy, best_epoch = None, -1.0, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, best_epoch, start_epoch = (-1.0, -1.0), 0, 1
     history: list[EpochResult] = []
-    for epoch in range(1, params.epochs + 1):
+    if state_path is not None and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        best_state, best_score, best_epoch = state["best_state"], tuple(state["best_score"]), state["best_epoch"]
+        history = [EpochResult(**h) for h in state["history"]]
+        start_epoch = state["epoch"] + 1
+        logger.info("resuming from %s after epoch %d", state_path, state["epoch"])
+
+    epochs_run = 0
+    for epoch in range(start_epoch, params.epochs + 1):
+        if best_epoch and epoch - best_epoch > params.patience:
+            logger.info("early stop: validation macro-F1 has not improved for %d epochs", params.patience)
+            break
+        if max_epochs_this_call is not None and epochs_run >= max_epochs_this_call:
+            break
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         total_loss, correct = 0.0, 0
-        bar = tqdm(
-            range(0, len(order), params.batch_size),
-            desc=f"epoch {epoch}/{params.epochs}",
-            unit="batch",
-            disable=None,
-        )
+        bar = tqdm(range(0, len(order), params.batch_size), desc=f"epoch {epoch}/{params.epochs}", unit="batch",
+                   disable=None)  # fmt: skip
         for i in bar:
             idx = order[i : i + params.batch_size]
-            xb, yb = augment(x_train[idx], generator), y_train[idx]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
+            xb = augment(x_train[idx], augment_cfg, generator).to(device)
+            yb = y_train[idx].to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if params.scheduler == "onecycle":
+                scheduler.step()
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen = min(i + params.batch_size, len(order))
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val_loss, val_accuracy = evaluate(model, x_val, y_val)
-        result = EpochResult(epoch, total_loss / len(order), correct / len(order), val_loss, val_accuracy)
+        val_loss, val_accuracy, val_f1 = score(predict_logits(model, x_val), y_val)
+        if params.scheduler == "plateau":
+            scheduler.step(val_f1)
+        result = EpochResult(epoch, total_loss / len(order), correct / len(order), val_loss, val_accuracy, val_f1,
+                             optimizer.param_groups[0]["lr"])  # fmt: skip
         history.append(result)
-        logger.info(
-            "epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f",
-            epoch,
-            result.train_loss,
-            result.train_accuracy,
-            val_loss,
-            val_accuracy,
-        )
+        epochs_run += 1
+        logger.info("epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f", epoch,
+                    result.train_loss, result.train_accuracy, val_loss, val_accuracy, val_f1)  # fmt: skip
         if on_epoch is not None:
             on_epoch(result)
-        if val_accuracy > best_accuracy:
-            best_accuracy, best_epoch = val_accuracy, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= params.patience:
-            logger.info("early stop: validation accuracy has not improved for %d epochs", params.patience)
-            break
-    assert best_state is not None
+        if (val_f1, val_accuracy) > best_score:
+            best_score, best_epoch = (val_f1, val_accuracy), epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if state_path is not None:
+            _save_state(state_path, epoch, model, optimizer, scheduler, scaler, generator, best_state, best_score,
+                        best_epoch, history, state_extra or {})  # fmt: skip
+    assert best_state is not None, "no epoch was trained"
+    model = model.cpu()
     model.load_state_dict(best_state)
     model.eval()
     meta = {
@@ -179,18 +258,82 @@ def fit(
         "mean": mean,
         "std": std,
         "best_epoch": best_epoch,
-        "val_accuracy": best_accuracy,
+        "val_macro_f1": best_score[0],
+        "val_accuracy": best_score[1],
         "parameters": count_parameters(model),
+        "device": device.type,
     }
     return model, meta, history
 
 
-def _git_commit() -> str:
+def _save_state(path: Path, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+                generator: torch.Generator, best_state: Any, best_score: tuple[float, float], best_epoch: int,
+                history: list[EpochResult], extra: dict[str, Any]) -> None:  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best_state": best_state,
+            "best_score": list(best_score),
+            "best_epoch": best_epoch,
+            "history": [asdict(h) for h in history],
+            **extra,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # a crash mid-save never leaves a truncated state
+
+
+def write_curves(history: list[EpochResult], path: Path) -> None:
+    """Per-epoch metrics as CSV, for `dvc plots`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(history[0])))
+        writer.writeheader()
+        writer.writerows(asdict(h) for h in history)
+
+
+def plot_curves(history: list[EpochResult], path: Path) -> None:
+    """Loss and accuracy curves as a PNG (an MLflow artifact)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h.train_loss for h in history], label="train")
+    ax_loss.plot(epochs, [h.val_loss for h in history], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.plot(epochs, [h.train_accuracy for h in history], label="train accuracy")
+    ax_acc.plot(epochs, [h.val_accuracy for h in history], label="validation accuracy")
+    ax_acc.plot(epochs, [h.val_macro_f1 for h in history], label="validation macro-F1")
+    ax_acc.set(xlabel="epoch", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-metrics", type=Path, required=True, help="ingest's data.json (fingerprint)")
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--curves", type=Path, required=True, help="per-epoch CSV for dvc plots")
+    parser.add_argument("--state-dir", type=Path, default=Path("models/train_state"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -208,24 +353,45 @@ def main(argv: list[str] | None = None) -> None:
     params = TrainParams.from_yaml(args.params)
     data_fingerprint = json.loads(args.data_metrics.read_text())["fingerprint"]
     train, validation = load_split(args.table, "train"), load_split(args.table, "validation")
+    state_path = args.state_dir / "last.pt"
+    key = params.key(data_fingerprint)
+    run_id = None
+    if state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved.get("key") == key:
+            run_id = saved.get("run_id")
+        else:
+            logger.info("ignoring %s: it belongs to other params or data", state_path)
+            state_path.unlink()
 
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     mlflow.set_experiment(EXPERIMENT)
     started = time.monotonic()
-    with mlflow.start_run() as run:
-        mlflow.log_params({k: json.dumps(v) if isinstance(v, dict) else v for k, v in asdict(params).items()})
-        mlflow.set_tags({"git_commit": _git_commit(), "data_fingerprint": data_fingerprint})
+    with mlflow.start_run(run_id=run_id) as run:
+        if run_id is None:
+            flat = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in asdict(params).items()}
+            mlflow.log_params(flat | {"train_rows": len(train[1]), "validation_rows": len(validation[1])})
+        mlflow.set_tags({"git_commit": git_commit(), "data_fingerprint": data_fingerprint,
+                         "dvc_lock_sha256": file_sha256(Path("dvc.lock")), "stage": "train"})  # fmt: skip
 
         def log_epoch(r: EpochResult) -> None:
             mlflow.log_metrics({k: v for k, v in asdict(r).items() if k != "epoch"}, step=r.epoch)
 
-        model, meta, history = fit(params, train, validation, on_epoch=log_epoch)
+        model, meta, history = fit(params, train, validation, on_epoch=log_epoch, state_path=state_path,
+                                   state_extra={"key": key, "run_id": run.info.run_id})  # fmt: skip
         meta |= {"run_id": run.info.run_id, "data_fingerprint": data_fingerprint}
-        mlflow.log_metrics({"best_val_accuracy": meta["val_accuracy"], "parameters": meta["parameters"]})
+        mlflow.log_metrics({"best_val_macro_f1": meta["val_macro_f1"], "best_val_accuracy": meta["val_accuracy"],
+                            "parameters": meta["parameters"]})  # fmt: skip
+        write_curves(history, args.curves)
+        plot_curves(history, args.curves.with_suffix(".png"))
+        mlflow.log_artifact(str(args.curves), artifact_path="training")
+        mlflow.log_artifact(str(args.curves.with_suffix(".png")), artifact_path="training")
 
     args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "meta": meta}, args.checkpoint)
+    state_path.unlink(missing_ok=True)  # finished: the next run starts fresh
     metrics = {
+        "val_macro_f1": meta["val_macro_f1"],
         "val_accuracy": meta["val_accuracy"],
         "best_epoch": meta["best_epoch"],
         "epochs_run": len(history),
@@ -234,12 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info(
-        "best validation accuracy %.4f at epoch %d (run %s)",
-        meta["val_accuracy"],
-        meta["best_epoch"],
-        meta["run_id"],
-    )
+    logger.info("best validation macro-F1 %.4f (accuracy %.4f) at epoch %d (run %s)", meta["val_macro_f1"],
+                meta["val_accuracy"], meta["best_epoch"], meta["run_id"])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_second_repro_does_nothing(pipeline_project: Path) -> None:
     result = run_dvc(pipeline_project, "repro")
     assert result.returncode == 0, result.stderr
-    for stage in ("generate", "ingest", "validate", "train", "export", "publish"):
+    for stage in ("generate", "ingest", "validate", "train", "evaluate", "export", "promote", "publish"):
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout
     assert "Data and pipelines are up to date." in result.stdout
     assert not any("Running stage" in line for line in result.stdout.splitlines())
@@ -63,7 +63,7 @@ def test_published_version_honours_the_serving_contract(pipeline_project: Path) 
     assert list(metadata["reference"]["class_distribution"]) == list(LABELS)
 
 
-def test_training_is_tracked_in_mlflow(pipeline_project: Path) -> None:
+def test_training_is_tracked_in_mlflow_and_registered(pipeline_project: Path) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
@@ -71,11 +71,40 @@ def test_training_is_tracked_in_mlflow(pipeline_project: Path) -> None:
     metadata = json.loads((pipeline_project / "model_repository" / "emotion" / "1" / "metadata.json").read_text())
     run = client.get_run(metadata["run_id"])
     assert run.data.metrics["best_val_accuracy"] == pytest.approx(metadata["val_accuracy"])
-    assert run.data.params["model"] == "small"
+    assert run.data.metrics["test_macro_f1"] == pytest.approx(metadata["evaluation"]["macro_f1"])
+    assert run.data.params["model"] == "small" and run.data.params["epochs"] == "8"
     assert run.data.tags["data_fingerprint"] == metadata["data_fingerprint"]
-    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 1
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "torchscript")]
-    assert artifacts == ["torchscript/model.pt"]
+    assert {"git_commit", "dvc_lock_sha256"} <= set(run.data.tags) and run.data.tags["promotion"] == "promoted"
+    assert len(client.get_metric_history(run.info.run_id, "val_macro_f1")) == 8  # one point per epoch
+    artifacts = {a.path for folder in ("torchscript", "training", "evaluation")
+                 for a in client.list_artifacts(run.info.run_id, folder)}  # fmt: skip
+    assert artifacts == {
+        "torchscript/model.pt",
+        "training/training.csv",
+        "training/training.png",
+        "evaluation/confusion.png",
+        "evaluation/per_class.csv",
+        "evaluation/reliability.csv",
+    }
+    champion = client.get_model_version_by_alias("emotion", "champion")
+    assert champion.run_id == run.info.run_id and metadata["registry_version"] == str(champion.version)
+    assert str(client.get_model_version_by_alias("emotion", "challenger").version) == str(champion.version)
+
+
+def test_evaluation_metrics_and_plots(pipeline_project: Path) -> None:
+    evaluation = json.loads((pipeline_project / "metrics" / "eval.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after", "temperature"} <= set(evaluation)
+    assert list(evaluation["per_class_recall"]) == list(LABELS)
+    assert evaluation["ece_after"] <= evaluation["ece_before"] + 0.02  # T fitted on validation helps on test
+    behaviour = evaluation["behaviour"]
+    assert 0 <= behaviour["flip_agreement"] <= 1 and list(behaviour["suite_recall"]) == list(LABELS)
+    shown = run_dvc(pipeline_project, "metrics", "show", "--json")
+    assert shown.returncode == 0 and "macro_f1" in shown.stdout
+    plots = run_dvc(pipeline_project, "plots", "show", "-o", "plots_html")
+    assert plots.returncode == 0, plots.stderr
+    html = (pipeline_project / "plots_html" / "index.html").read_text()
+    for title in ("training curves", "test confusion matrix", "reliability diagram"):
+        assert title in html
 
 
 def test_project_has_a_default_dvc_remote() -> None:
@@ -125,3 +154,34 @@ def test_corrupt_row_stops_dvc_repro_at_validation(tmp_path: Path) -> None:
     assert "failed to reproduce 'validate'" in output
     assert "Running stage 'train'" not in output and not (project / "models").exists()
     assert (project / "reports" / "data_docs" / "index.html").exists()
+
+
+def test_worse_challenger_is_rejected_and_nothing_is_published(pipeline_project: Path) -> None:
+    """Runs last in this module: it retrains the session project with one epoch."""
+    params_path = pipeline_project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["train"]["epochs"] = 1
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_dvc(pipeline_project, "repro")
+    assert result.returncode == 0, result.stderr
+    ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["train", "evaluate", "export", "promote", "publish"]  # a train param reruns train onwards only
+
+    decision = json.loads((pipeline_project / "metrics" / "promotion.json").read_text())
+    assert decision["promoted"] is False
+    assert any("macro-F1" in r and "< champion" in r for r in decision["reasons"]), decision["reasons"]
+    assert decision["champion_before"]["registry_version"] == "1"
+    receipt = json.loads((pipeline_project / "metrics" / "publish.json").read_text())
+    assert receipt["published"] is False
+    assert sorted(p.name for p in (pipeline_project / "model_repository" / "emotion").iterdir()) == [
+        "1",
+        "config.pbtxt",
+    ]
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{pipeline_project / 'mlflow.db'}")
+    assert str(client.get_model_version_by_alias("emotion", "champion").version) == "1"
+    challenger = client.get_model_version_by_alias("emotion", "challenger")
+    assert str(challenger.version) == "2" and challenger.tags["promotion"] == "rejected"

@@ -1,0 +1,93 @@
+"""Classification and calibration metrics on numpy arrays (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_scores(confusion: np.ndarray) -> list[ClassScores]:
+    """Precision, recall and F1 per class; 0 where a class is never predicted or never present."""
+    tp = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return [
+        ClassScores(float(p), float(r), float(f), int(s))
+        for p, r, f, s in zip(precision, recall, f1, actual, strict=True)
+    ]
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes present in the data: rare classes count as much as common ones."""
+    scores = per_class_scores(confusion)
+    present = [s.f1 for s in scores if s.support > 0]
+    return float(np.mean(present)) if present else 0.0
+
+
+def reliability(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per confidence bin: mean confidence, accuracy and count (equal-width bins over [0, 1])."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    table = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            table.append(
+                {
+                    "bin": b,
+                    "confidence": float(confidence[members].mean()),
+                    "accuracy": float(correct[members].mean()),
+                    "count": int(members.sum()),
+                }
+            )
+    return table
+
+
+def expected_calibration_error(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): the count-weighted mean |accuracy - confidence| over confidence bins."""
+    table = reliability(probabilities, y_true, bins)
+    n = sum(row["count"] for row in table)
+    return float(sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table) / max(n, 1))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(1, keepdims=True))
+
+
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 200) -> float:
+    """The temperature T > 0 that minimises the NLL of softmax(logits / T) (fit on validation, never test)."""
+    log_t = torch.zeros(1, requires_grad=True)  # optimise log T: keeps T positive
+    x, y = torch.from_numpy(logits).double(), torch.from_numpy(y_true)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().item())

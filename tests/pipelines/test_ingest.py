@@ -106,3 +106,18 @@ def test_load_split_refuses_an_empty_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         load_split(tmp_path / "t.parquet", "test")
     assert isinstance(pd.read_parquet(tmp_path / "t.parquet"), pd.DataFrame)
+
+
+def test_extra_spaces_around_fields_and_between_pixels(tmp_path: Path) -> None:
+    pixels = "  " + _pixels(80).replace(" ", "   ", 5) + " "
+    path = tmp_path / "f.csv"
+    path.write_text(f"emotion, pixels, Usage\n 3 ,{pixels}, Training \n")
+    table = fer_table(path)
+    assert table.loc[0, "n_pixels"] == 2304 and table.loc[0, "split"] == "train"
+    assert table.loc[0, "label"] == LABEL_INDEX["happy"]
+
+
+@pytest.mark.parametrize("code", ["7", "9", "-1", "x", ""])
+def test_codes_outside_fer2013_are_unknown(tmp_path: Path, code: str) -> None:
+    table = fer_table(_write(tmp_path / "f.csv", [(code, _pixels(50), "Training")]))
+    assert table.loc[0, "label"] == -1 and table.loc[0, "source_code"] == code

@@ -15,12 +15,15 @@ from typing import Annotated, Any, TypedDict
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.formparsers import MultiPartParser
 
+from gateway.analysis import Mode, analyse
+from gateway.detection import FaceDetector, HaarFaceDetector
 from gateway.errors import ConsentRequiredError, GatewayError, install_error_handlers
-from gateway.imaging import crop_to_fer, decode_grayscale, whole_image_box
 from gateway.limits import BodySizeLimit
+from gateway.metrics import GatewayMetrics, outcome
 from gateway.schemas import EmotionsResponse, FaceResult, Health, ModelRef, Readiness
 from gateway.settings import Settings
 from gateway.triton import TritonClassifier
@@ -33,10 +36,17 @@ API_VERSION = "0.1.0"
 class State(TypedDict):
     settings: Settings
     triton: TritonClassifier
+    detector: FaceDetector
+    metrics: GatewayMetrics
 
 
 def get_state(request: Request) -> State:
-    return State(settings=request.state.settings, triton=request.state.triton)
+    return State(
+        settings=request.state.settings,
+        triton=request.state.triton,
+        detector=request.state.detector,
+        metrics=request.state.metrics,
+    )
 
 
 StateDep = Annotated[State, Depends(get_state)]
@@ -50,9 +60,15 @@ def require_consent(consent: bool) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, triton: TritonClassifier | None = None) -> FastAPI:
-    """Build the gateway app; `triton` replaces the adapter built from settings (e.g. a shared one)."""
+def create_app(
+    settings: Settings | None = None,
+    triton: TritonClassifier | None = None,
+    detector: FaceDetector | None = None,
+) -> FastAPI:
+    """Build the gateway app; `triton` and `detector` replace the ones built from settings."""
     settings = settings or Settings()
+    metrics = GatewayMetrics.create()
+    face_detector = detector or HaarFaceDetector()
     # Keep uploads in memory: Starlette spools files above 1 MB to a temporary file on disk otherwise,
     # and a person's image must never touch the disk. BodySizeLimit bounds the memory.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 1)
@@ -64,7 +80,7 @@ def create_app(settings: Settings | None = None, triton: TritonClassifier | None
         )
         await client.wait_until_ready(settings.model_wait_s)
         try:
-            yield {"settings": settings, "triton": client}
+            yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics}
         finally:
             await client.close()
 
@@ -78,6 +94,17 @@ def create_app(settings: Settings | None = None, triton: TritonClassifier | None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
 
+    @app.middleware("http")
+    async def _time_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")  # the template, never the raw path
+        metrics.request_duration.labels(
+            route=template, method=request.method, outcome=outcome(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
         """Liveness: the process answers."""
@@ -87,13 +114,21 @@ def create_app(settings: Settings | None = None, triton: TritonClassifier | None
     async def readyz(state: StateDep) -> Any:
         """Readiness: Triton answers and the model is ready."""
         triton = state["triton"]
-        if not await triton.is_ready():
+        info = None
+        if await triton.is_ready():
+            try:
+                info = await triton.model_info()
+            except GatewayError:
+                info = None
+        metrics.model_ready.set(1 if info else 0)
+        if info is None:
             return JSONResponse(Readiness(ready=False).model_dump(), status_code=503)
-        try:
-            info = await triton.model_info()
-        except GatewayError:
-            return JSONResponse(Readiness(ready=False).model_dump(), status_code=503)
+        metrics.model.info({"name": info.name, "version": info.version})
         return Readiness(ready=True, model=ModelRef(name=info.name, version=info.version))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
         "/v1/emotions",
@@ -103,33 +138,26 @@ def create_app(settings: Settings | None = None, triton: TritonClassifier | None
     )
     async def emotions(
         state: StateDep,
-        image: Annotated[UploadFile, File(description="JPEG, PNG or WebP face photo")],
-        consent: Annotated[
-            bool, Form(description="must be true: the person consents to the analysis")
-        ] = False,
+        image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo (or face crop with mode=face)")],
+        consent: Annotated[bool, Form(description="must be true: the person consents to the analysis")] = False,
+        mode: Annotated[
+            Mode, Form(description="photo: find every face; face: the image is one face crop")
+        ] = Mode.photo,
     ) -> EmotionsResponse:
-        """Classify the emotion of the face in an image (the whole image is taken as the face)."""
+        """Find the faces in an image and classify the emotion of each (largest face first)."""
         require_consent(consent)
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        gray = decode_grayscale(await image.read(), state["settings"].max_image_pixels)
+        data = await image.read()
         await image.close()
-        timings["decode"] = _ms_since(started)
-
-        started = time.perf_counter()
-        info = await state["triton"].model_info()
-        channels, height, width = info.input_shape
-        box = whole_image_box(gray)
-        faces = np.stack([crop_to_fer(gray, box, (height, width), margin=0.0)])[:, None]
-        timings["preprocess"] = _ms_since(started)
-
-        started = time.perf_counter()
-        probabilities, info = await state["triton"].classify(faces)
-        timings["infer"] = _ms_since(started)
+        result = await analyse(
+            data, mode, state["detector"], state["triton"], metrics, state["settings"].max_image_pixels
+        )
+        metrics.model.info({"name": result.model.name, "version": result.model.version})
         return EmotionsResponse(
-            faces=[_face_result(box, p, info.labels) for p in probabilities],
-            model=ModelRef(name=info.name, version=info.version),
-            timings_ms=timings,
+            faces=[
+                _face_result(b, p, result.model.labels) for b, p in zip(result.boxes, result.probabilities, strict=True)
+            ],
+            model=ModelRef(name=result.model.name, version=result.model.version),
+            timings_ms=result.timings_ms,
         )
 
     return app
@@ -149,9 +177,7 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
-def _face_result(
-    box: tuple[int, int, int, int], probabilities: np.ndarray, labels: tuple[str, ...]
-) -> FaceResult:
+def _face_result(box: tuple[int, int, int, int], probabilities: np.ndarray, labels: tuple[str, ...]) -> FaceResult:
     best = int(np.argmax(probabilities))
     return FaceResult(
         box=box,

@@ -52,9 +52,7 @@ class InferenceTimeoutError(GatewayError):
     status, title = 504, "Inference timed out"
 
 
-def problem(
-    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     """A problem-details response; `extra` adds members such as a list of field errors."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
@@ -72,9 +70,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Name each offending field; never echo the submitted value (it could be image bytes).
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": str(e["msg"])} for e in exc.errors()
-        ]
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": str(e["msg"])} for e in exc.errors()]
         fields = ", ".join(e["field"] for e in errors)
         return problem(422, "Invalid request", f"invalid or missing field(s): {fields}", errors=errors)
 

@@ -69,9 +69,7 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def crop_to_fer(
-    gray: np.ndarray, box: Box, size: tuple[int, int] = (48, 48), margin: float = FER_MARGIN
-) -> np.ndarray:
+def crop_to_fer(gray: np.ndarray, box: Box, size: tuple[int, int] = (48, 48), margin: float = FER_MARGIN) -> np.ndarray:
     """Crop a face the way FER2013 faces were registered and resize it to `size` (height, width).
 
     The box is widened by `margin` of its size on every side and squared around its centre (FER crops are

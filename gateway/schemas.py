@@ -28,7 +28,7 @@ class EmotionsResponse(BaseModel):
                 {
                     "faces": [
                         {
-                            "box": [0, 0, 48, 48],
+                            "box": [174, 65, 99, 99],
                             "emotion": "happy",
                             "confidence": 0.91,
                             "probabilities": {
@@ -43,7 +43,7 @@ class EmotionsResponse(BaseModel):
                         }
                     ],
                     "model": {"name": "emotion", "version": "1"},
-                    "timings_ms": {"decode": 0.4, "preprocess": 0.1, "infer": 2.3},
+                    "timings_ms": {"decode": 3.1, "detect": 21.0, "preprocess": 0.2, "infer": 4.3},
                 }
             ]
         }

@@ -53,9 +53,7 @@ def parse_model_info(name: str, version: str, config: dict[str, Any]) -> ModelIn
     if len(dims) != 3 or model_input.get("data_type") != "TYPE_UINT8":
         raise ValueError(f"model {name!r} input must be UINT8 [C, H, W], got {model_input}")
     if [int(d) for d in model_output["dims"]] != [len(labels)]:
-        raise ValueError(
-            f"model {name!r} output dims {model_output['dims']} do not match {len(labels)} labels"
-        )
+        raise ValueError(f"model {name!r} output dims {model_output['dims']} do not match {len(labels)} labels")
     return ModelInfo(
         name=name,
         version=version,
@@ -119,19 +117,13 @@ class TritonClassifier:
                 raise self._translate(e, "model metadata") from e
             versions = sorted(metadata.get("versions", []), key=int)
             if not versions:
-                raise ModelUnavailableError(
-                    f"model {self.model_name!r} has no ready version", self._retry_after
-                )
+                raise ModelUnavailableError(f"model {self.model_name!r} has no ready version", self._retry_after)
             try:
                 info = parse_model_info(self.model_name, versions[-1], config["config"])
             except (KeyError, ValueError) as e:
-                raise ModelUnavailableError(
-                    f"served model breaks the gateway contract: {e}", self._retry_after
-                ) from e
+                raise ModelUnavailableError(f"served model breaks the gateway contract: {e}", self._retry_after) from e
             if self._info is None or info.version != self._info.version:
-                logger.info(
-                    "serving %s version %s (labels %s)", info.name, info.version, ",".join(info.labels)
-                )
+                logger.info("serving %s version %s (labels %s)", info.name, info.version, ",".join(info.labels))
             self._info = info
             return info
 
@@ -166,9 +158,7 @@ class TritonClassifier:
             info = await self.model_info(refresh=True)
             if answered != info.version:
                 # The labels we hold are not the answering version's: better 503 than a mislabelled answer.
-                raise ModelUnavailableError(
-                    f"model version changed during the request ({answered})", self._retry_after
-                )
+                raise ModelUnavailableError(f"model version changed during the request ({answered})", self._retry_after)
         probabilities = result.as_numpy(info.output_name)
         if probabilities is None or probabilities.shape != (faces.shape[0], len(info.labels)):
             raise ModelUnavailableError("model answered with an unexpected output shape", self._retry_after)

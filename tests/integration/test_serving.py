@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def post_face(
     url: str, face: np.ndarray, consent: str | None = "true", client: httpx.Client | None = None
 ) -> httpx.Response:
-    data = {"consent": consent} if consent is not None else {}
+    """Post a pre-cropped face (mode=face)."""
+    data = {"consent": consent, "mode": "face"} if consent is not None else {"mode": "face"}
     post = client.post if client else httpx.post
     return post(
         f"{url}/v1/emotions", files={"image": ("face.png", png_bytes(face), "image/png")}, data=data, timeout=30
@@ -47,7 +48,7 @@ def test_every_class_gets_a_well_formed_answer(gateway_url: str) -> None:
         assert result["emotion"] == max(result["probabilities"], key=result["probabilities"].get)
         assert result["confidence"] == pytest.approx(max(result["probabilities"].values()))
         assert body["model"] == {"name": "emotion", "version": "1"}
-        assert set(body["timings_ms"]) == {"decode", "preprocess", "infer"}
+        assert set(body["timings_ms"]) == {"decode", "detect", "preprocess", "infer"}
 
 
 def test_accuracy_on_held_out_faces_is_far_above_chance(gateway_url: str) -> None:

@@ -1,0 +1,77 @@
+"""From uploaded bytes to per-face emotion probabilities: decode, detect, crop, one batched Triton call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from gateway.detection import FaceDetector
+from gateway.imaging import FER_MARGIN, Box, crop_to_fer, decode_grayscale, whole_image_box
+from gateway.metrics import GatewayMetrics
+from gateway.triton import ModelInfo, TritonClassifier
+
+
+class Mode(StrEnum):
+    photo = "photo"  # a photo: find every face
+    face = "face"  # already a face crop: classify the whole image
+
+
+@dataclass
+class Analysis:
+    boxes: list[Box]
+    probabilities: np.ndarray  # faces x labels, same order as boxes (largest face first)
+    model: ModelInfo
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _locate(
+    data: bytes, mode: Mode, detector: FaceDetector, max_pixels: int
+) -> tuple[np.ndarray, list[Box], dict[str, float]]:
+    """CPU-bound part (runs in a worker thread): decode, then find the faces."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    gray = decode_grayscale(data, max_pixels)
+    timings["decode"] = time.perf_counter() - started
+    started = time.perf_counter()
+    boxes = [whole_image_box(gray)] if mode is Mode.face else detector.detect(gray)
+    timings["detect"] = time.perf_counter() - started
+    return gray, boxes, timings
+
+
+async def analyse(
+    data: bytes,
+    mode: Mode,
+    detector: FaceDetector,
+    triton: TritonClassifier,
+    metrics: GatewayMetrics,
+    max_pixels: int,
+) -> Analysis:
+    """Classify every face of an image in one batched request; no face -> an empty analysis."""
+    gray, boxes, timings = await run_in_threadpool(_locate, data, mode, detector, max_pixels)
+    model = await triton.model_info()
+    probabilities = np.empty((0, len(model.labels)), dtype=np.float32)
+    if model.max_batch_size:
+        boxes = boxes[: model.max_batch_size]  # the largest faces; one request must fit one batch
+    if boxes:
+        started = time.perf_counter()
+        _, height, width = model.input_shape
+        margin = 0.0 if mode is Mode.face else FER_MARGIN
+        faces = np.stack([crop_to_fer(gray, box, (height, width), margin=margin) for box in boxes])[:, None]
+        timings["preprocess"] = time.perf_counter() - started
+        started = time.perf_counter()
+        probabilities, model = await triton.classify(faces)  # N x 1 x H x W in, one request
+        timings["infer"] = time.perf_counter() - started
+        for row in probabilities:
+            best = int(np.argmax(row))
+            metrics.predictions.labels(emotion=model.labels[best]).inc()
+            metrics.confidence.observe(float(row[best]))
+    else:
+        metrics.images_without_face.inc()
+    metrics.faces_per_image.observe(len(boxes))
+    for stage, seconds in timings.items():
+        metrics.stage_duration.labels(stage=stage).observe(seconds)
+    return Analysis(boxes, probabilities, model, {k: round(v * 1000.0, 3) for k, v in timings.items()})

@@ -1,0 +1,65 @@
+"""Face detection behind a small interface, so that a DNN detector can replace the Haar cascade.
+
+Detection runs on a downscaled, histogram-equalised copy of the image: it dominates the latency of a full
+photo (PLATFORM.md: ~20-35 ms on a 320-480 px image on these cores, against ~5 ms for the CNN), and faces
+in selfies are large enough to survive the downscale. Boxes come back in the original image's pixels.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from gateway.imaging import Box
+
+HAAR_FRONTAL_FACE = "haarcascade_frontalface_default.xml"
+
+
+class FaceDetector(Protocol):
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        """Face boxes (x, y, w, h) in `gray`'s pixels, largest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade (Viola-Jones), as shipped in opencv-python-headless 4.x."""
+
+    max_side: int = 480  # detect on a copy whose longer side is at most this
+    scale_factor: float = 1.2
+    min_neighbors: int = 5
+    min_face_px: int = 24  # in the downscaled copy; the cascade's own window is 24 px
+
+    def __post_init__(self) -> None:
+        path = cv2.data.haarcascades + HAAR_FRONTAL_FACE
+        if cv2.CascadeClassifier(path).empty():
+            raise RuntimeError(f"cannot load the Haar cascade {path}")
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_local", threading.local())
+
+    def _classifier(self) -> cv2.CascadeClassifier:
+        # detectMultiScale keeps scratch state in the classifier: one instance per thread.
+        local = self._local  # type: ignore[attr-defined]
+        if not hasattr(local, "classifier"):
+            local.classifier = cv2.CascadeClassifier(self._path)  # type: ignore[attr-defined]
+        return local.classifier
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        height, width = gray.shape
+        scale = min(1.0, self.max_side / max(height, width))
+        small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self._classifier().detectMultiScale(
+            cv2.equalizeHist(small),
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_face_px, self.min_face_px),
+        )
+        boxes = [
+            (int(round(x / scale)), int(round(y / scale)), int(round(w / scale)), int(round(h / scale)))
+            for x, y, w, h in np.asarray(found).reshape(-1, 4)
+        ]
+        return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)

@@ -11,53 +11,30 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.formparsers import MultiPartParser
 
 from gateway.analysis import Mode, analyse
+from gateway.catalog import load_catalog
 from gateway.detection import FaceDetector, HaarFaceDetector
-from gateway.errors import ConsentRequiredError, GatewayError, install_error_handlers
+from gateway.errors import GatewayError, install_error_handlers
+from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, outcome
+from gateway.recommendations_api import router as recommendations_router
 from gateway.schemas import EmotionsResponse, FaceResult, Health, ModelRef, Readiness
 from gateway.settings import Settings
+from gateway.state import StateDep, require_consent
 from gateway.triton import TritonClassifier
 
 logger = logging.getLogger(__name__)
 
 API_VERSION = "0.1.0"
-
-
-class State(TypedDict):
-    settings: Settings
-    triton: TritonClassifier
-    detector: FaceDetector
-    metrics: GatewayMetrics
-
-
-def get_state(request: Request) -> State:
-    return State(
-        settings=request.state.settings,
-        triton=request.state.triton,
-        detector=request.state.detector,
-        metrics=request.state.metrics,
-    )
-
-
-StateDep = Annotated[State, Depends(get_state)]
-
-
-def require_consent(consent: bool) -> None:
-    """Refuse any image unless the person consented to its analysis."""
-    if consent is not True:
-        raise ConsentRequiredError(
-            "the form field 'consent' must be 'true': images are analysed only with the person's consent"
-        )
 
 
 def create_app(
@@ -78,11 +55,15 @@ def create_app(
         client = triton or TritonClassifier(
             settings.triton_url, settings.model_name, settings.triton_timeout_s, settings.retry_after_s
         )
+        catalog = load_catalog(settings.catalog_path)  # a bad catalog stops start-up, naming the row
+        store = FeedbackStore(settings.database_url)
         await client.wait_until_ready(settings.model_wait_s)
         try:
-            yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics}
+            yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics,
+                   "catalog": catalog, "store": store}  # fmt: skip
         finally:
             await client.close()
+            store.close()
 
     app = FastAPI(
         title="EmoTorch gateway",
@@ -93,6 +74,7 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
+    app.include_router(recommendations_router)
 
     @app.middleware("http")
     async def _time_requests(request: Request, call_next: Any) -> Any:

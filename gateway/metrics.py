@@ -27,6 +27,7 @@ class GatewayMetrics:
     images_without_face: Counter
     model: Info
     model_ready: Gauge
+    feedback_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -60,6 +61,10 @@ class GatewayMetrics:
             model=Info("emotorch_model", "The model version the gateway last saw serving.", registry=registry),
             model_ready=Gauge(
                 "emotorch_model_ready", "1 when Triton reports the model ready at the last check.", registry=registry
+            ),
+            feedback_events=Counter(
+                "emotorch_feedback_events_total", "Feedback events recorded, by event type and item domain.",
+                ["event", "domain"], registry=registry,
             ),
         )  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -57,3 +59,63 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     model: ModelRef | None = None
+
+
+Domain = Literal["products", "places", "food", "songs", "movies"]
+ALL_DOMAINS: list[Domain] = ["products", "places", "food", "songs", "movies"]
+FeedbackEvent = Literal["impression", "click", "like", "dismiss", "purchase"]
+
+
+class RecommendationQuery(BaseModel):
+    """Recommendations for a known emotion (a label, or a probability vector over the labels)."""
+
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {"examples": [{"emotion": "sad", "domains": ["songs", "food"], "k": 3},
+                                           {"probabilities": {"happy": 0.6, "surprise": 0.3, "neutral": 0.1}}]},
+    }  # fmt: skip
+
+    emotion: str | None = Field(None, max_length=32, description="one label, e.g. 'happy'")
+    probabilities: dict[str, float] | None = Field(None, description="probability by label (renormalised)")
+    domains: list[Domain] = Field(default_factory=lambda: list(ALL_DOMAINS), min_length=1, max_length=5)
+    k: int = Field(5, ge=1, le=20, description="items per domain")
+    session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="opaque id")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    category: str
+    tags: list[str]
+    score: float = Field(description="sampled expected click-through under the emotion distribution")
+    reason: str
+
+
+class EmotionEstimate(BaseModel):
+    label: str = Field(description="most probable emotion")
+    probabilities: dict[str, float]
+    source: Literal["image", "probabilities", "emotion"]
+
+
+class RecommendationsResponse(BaseModel):
+    recommendation_id: str = Field(description="send it back with feedback on an item")
+    emotion: EmotionEstimate
+    domains: dict[str, list[RecommendedItem]]
+    model: ModelRef | None = Field(None, description="the model that read the image, if one was sent")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {"examples": [{"recommendation_id": "0b7e2f9c-3d4f-4a8e-9d1e-6f1c2a3b4c5d",
+                                           "item_id": "song-calm-acoustic-03", "event": "like"}]},
+    }  # fmt: skip
+
+    recommendation_id: str = Field(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")
+    item_id: str = Field(min_length=1, max_length=80)
+    event: FeedbackEvent
+
+
+class FeedbackRecorded(BaseModel):
+    recorded: bool
+    event_id: int

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.catalog import DEFAULT_CATALOG
 
 
 class Settings(BaseSettings):
@@ -18,3 +22,6 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 answers")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted request body")
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest accepted width x height")
+    database_url: str = Field("sqlite:///emotorch-feedback.db", description="feedback store (SQLAlchemy URL)")
+    catalog_path: Path = Field(DEFAULT_CATALOG, description="recommendation catalog CSV")
+    recommendation_seed: int | None = Field(None, description="fixed seed: deterministic rankings (tests)")

@@ -6,6 +6,7 @@ tests fail.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -97,11 +98,13 @@ def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def gateway_url(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{log.parent / 'feedback.db'}"}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -90,3 +90,28 @@ def test_metrics_count_what_was_served(gateway_url: str) -> None:
     ):
         assert name in text, name  # fmt: skip
     assert 'route="/v1/emotions"' in text and 'stage="detect"' in text
+
+
+def test_recommendations_from_a_real_photo_then_feedback(gateway_url: str) -> None:
+    response = httpx.post(
+        f"{gateway_url}/v1/recommendations",
+        files={"image": ("photo.jpg", jpeg(skdata.astronaut()), "image/jpeg")},
+        data={"consent": "true", "k": "3"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["emotion"]["source"] == "image" and body["model"]["name"] == "emotion"
+    assert set(body["domains"]) == {"products", "places", "food", "songs", "movies"}
+    assert all(len(items) == 3 for items in body["domains"].values())
+    item = body["domains"]["movies"][0]["item_id"]
+    event = {"recommendation_id": body["recommendation_id"], "item_id": item, "event": "click"}
+    feedback = httpx.post(f"{gateway_url}/v1/feedback", json=event)
+    assert feedback.status_code == 201
+    no_face = httpx.post(
+        f"{gateway_url}/v1/recommendations",
+        files={"image": ("flat.jpg", jpeg(np.full((200, 200, 3), 90, np.uint8)), "image/jpeg")},
+        data={"consent": "true"},
+        timeout=30,
+    )
+    assert no_face.status_code == 404 and "no face" in no_face.json()["detail"]

@@ -1,0 +1,211 @@
+"""The feedback store: recommendations served and the events people sent about them, in SQL.
+
+SQLite file by default (WAL mode, so readers never block the writer), any SQLAlchemy URL in production
+(PostgreSQL). Only events are stored: which items were recommended for which emotion probabilities, and what
+happened to them; never an image, and no personal data beyond an optional opaque session id. The learned
+state (`FeedbackStats`) is derived from these rows, so it survives restarts and every replica converges.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+
+from gateway.catalog import Catalog
+from gateway.recommendation import FeedbackStats
+
+EVENTS = ("impression", "click", "like", "dismiss", "purchase")
+SUCCESS_EVENTS = ("click", "like", "purchase")
+
+metadata = MetaData()
+recommendations = Table(
+    "recommendations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("session_id", String(64), nullable=True),
+    Column("probabilities", Text, nullable=False),  # JSON {label: p}
+    Column("model_version", String(32), nullable=True),
+)
+recommended_items = Table(
+    "recommended_items",
+    metadata,
+    Column("recommendation_id", String(36), ForeignKey("recommendations.id"), primary_key=True),
+    Column("item_id", String(80), primary_key=True),
+    Column("domain", String(16), nullable=False),
+    Column("position", Integer, nullable=False),
+)
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("recommendation_id", String(36), ForeignKey("recommendations.id"), nullable=False, index=True),
+    Column("item_id", String(80), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+
+class UnknownRecommendationError(LookupError):
+    """No recommendation has this id."""
+
+
+class ItemNotRecommendedError(LookupError):
+    """The item was not part of that recommendation."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event_id: int
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer; survives a crash
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged event is on disk
+    cursor.execute("PRAGMA busy_timeout=5000")  # wait for another writer instead of failing
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class FeedbackStore:
+    """Synchronous store (call it from a worker thread in async code)."""
+
+    def __init__(self, url: str, stats_ttl_s: float = 1.0) -> None:
+        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+        self._stats_ttl_s = stats_ttl_s
+        self._stats_cache: tuple[float, FeedbackStats] | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def save_recommendation(
+        self,
+        probabilities: dict[str, float],
+        items: Sequence[tuple[str, str]],
+        session_id: str | None,
+        model_version: str | None,
+    ) -> str:
+        """Store what was recommended (item id, domain pairs in order); return the recommendation id."""
+        recommendation_id = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(recommendations).values(
+                    id=recommendation_id,
+                    created_at=time.time(),
+                    session_id=session_id,
+                    probabilities=json.dumps(probabilities),
+                    model_version=model_version,
+                )
+            )
+            if items:
+                conn.execute(
+                    insert(recommended_items),
+                    [
+                        {"recommendation_id": recommendation_id, "item_id": item_id, "domain": domain, "position": i}
+                        for i, (item_id, domain) in enumerate(items)
+                    ],
+                )
+        return recommendation_id
+
+    def record(self, recommendation_id: str, item_id: str, event_name: str) -> Recorded:
+        """Store one feedback event; it is durable when this returns."""
+        if event_name not in EVENTS:
+            raise ValueError(f"unknown event {event_name!r}; known: {', '.join(EVENTS)}")
+        with self.engine.begin() as conn:
+            if (
+                conn.execute(select(recommendations.c.id).where(recommendations.c.id == recommendation_id)).first()
+                is None
+            ):
+                raise UnknownRecommendationError(recommendation_id)
+            member = conn.execute(
+                select(recommended_items.c.item_id).where(
+                    (recommended_items.c.recommendation_id == recommendation_id)
+                    & (recommended_items.c.item_id == item_id)
+                )
+            ).first()
+            if member is None:
+                raise ItemNotRecommendedError(item_id)
+            result = conn.execute(
+                insert(events).values(
+                    recommendation_id=recommendation_id, item_id=item_id, event=event_name, created_at=time.time()
+                )
+            )
+        with self._lock:
+            self._stats_cache = None
+        key = result.inserted_primary_key
+        assert key is not None
+        return Recorded(int(key[0]))
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+    def stats(self, catalog: Catalog) -> FeedbackStats:
+        """Emotion-weighted successes and failures per (item, emotion), derived from the stored events.
+
+        Per item and recommendation: successes = clicks + likes + purchases; failures = impressions not
+        followed by a success, plus dismissals. Each counts toward the emotions in proportion to the
+        recommendation's probability vector.
+        """
+        with self._lock:
+            if self._stats_cache and time.monotonic() - self._stats_cache[0] < self._stats_ttl_s:
+                return self._stats_cache[1]
+        query = (
+            select(
+                events.c.recommendation_id,
+                events.c.item_id,
+                events.c.event,
+                func.count(),
+                recommendations.c.probabilities,
+            )
+            .join(recommendations, recommendations.c.id == events.c.recommendation_id)
+            .group_by(events.c.recommendation_id, events.c.item_id, events.c.event, recommendations.c.probabilities)
+        )
+        tallies: dict[tuple[str, str], dict[str, int]] = {}
+        weights: dict[str, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for recommendation_id, item_id, event_name, n, probabilities in conn.execute(query):
+                tallies.setdefault((recommendation_id, item_id), {})[event_name] = int(n)
+                if recommendation_id not in weights:
+                    p = json.loads(probabilities)
+                    weights[recommendation_id] = np.array([float(p.get(label, 0.0)) for label in catalog.labels])
+        stats = FeedbackStats.empty(catalog)
+        for (recommendation_id, item_id), counts in tallies.items():
+            row = catalog.index.get(item_id)
+            if row is None:
+                continue  # an item since removed from the catalog
+            successes = sum(counts.get(e, 0) for e in SUCCESS_EVENTS)
+            failures = max(counts.get("impression", 0) - successes, 0) + counts.get("dismiss", 0)
+            stats.successes[row] += successes * weights[recommendation_id]
+            stats.failures[row] += failures * weights[recommendation_id]
+        with self._lock:
+            self._stats_cache = (time.monotonic(), stats)
+        return stats

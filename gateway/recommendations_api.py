@@ -1,0 +1,197 @@
+"""Routes of the recommendation loop: recommend for an image or a known emotion, then take feedback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from gateway.analysis import Mode, analyse
+from gateway.errors import BadInputError, GatewayError, UnsupportedImageError
+from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
+from gateway.recommendation import align, rank
+from gateway.schemas import (
+    ALL_DOMAINS,
+    EmotionEstimate,
+    FeedbackRecorded,
+    FeedbackRequest,
+    ModelRef,
+    RecommendationQuery,
+    RecommendationsResponse,
+    RecommendedItem,
+)
+from gateway.state import State, StateDep, require_consent
+
+router = APIRouter(tags=["recommendations"])
+
+
+class NotFoundError(GatewayError):
+    status, title = 404, "Not found"
+
+
+class UnprocessableError(GatewayError):
+    status, title = 422, "Unprocessable request"
+
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["image", "consent"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP photo"},
+        "consent": {"type": "boolean", "description": "must be true"},
+        "mode": {"type": "string", "enum": ["photo", "face"], "default": "photo"},
+        "domains": {"type": "array", "items": {"type": "string", "enum": list(ALL_DOMAINS)}},
+        "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+        "session_id": {"type": "string", "maxLength": 64},
+    },
+}
+
+
+@router.post(
+    "/v1/recommendations",
+    response_model=RecommendationsResponse,
+    responses={
+        400: {"description": "malformed body or image"},
+        404: {"description": "no face in the image"},
+        415: {"description": "neither JSON nor multipart"},
+        422: {"description": "invalid fields or consent"},
+        503: {"description": "model unavailable"},
+    },  # fmt: skip
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": RecommendationQuery.model_json_schema()},
+                "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+            },
+        }
+    },
+)
+async def recommendations(request: Request, state: StateDep) -> RecommendationsResponse:
+    """Ranked items per domain for the emotion in a photo (multipart) or a given emotion (JSON)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    model: ModelRef | None = None
+    if content_type == "multipart/form-data":
+        query, probabilities, model = await _from_image(request, state)
+        source = "image"
+    elif content_type == "application/json":
+        query = _parse_json(await request.body())
+        probabilities = _from_query(query, state)
+        source = "probabilities" if query.probabilities is not None else "emotion"
+    else:
+        raise UnsupportedImageError("send application/json (an emotion) or multipart/form-data (an image)")
+    catalog = state["catalog"]
+    try:
+        vector = align(probabilities, catalog.labels)
+    except ValueError as e:
+        raise UnprocessableError(str(e)) from e
+    stats = await run_in_threadpool(state["store"].stats, catalog)
+    seed = state["settings"].recommendation_seed
+    ranked = rank(catalog, vector, stats, list(dict.fromkeys(query.domains)), query.k, np.random.default_rng(seed))
+    normalised = {label: float(p) for label, p in zip(catalog.labels, vector, strict=True)}
+    items = [(r.item.id, domain) for domain, rows in ranked.items() for r in rows]
+    recommendation_id = await run_in_threadpool(
+        state["store"].save_recommendation, normalised, items, query.session_id, model.version if model else None
+    )
+    return RecommendationsResponse(
+        recommendation_id=recommendation_id,
+        emotion=EmotionEstimate(label=catalog.labels[int(np.argmax(vector))], probabilities=normalised, source=source),
+        domains={
+            domain: [
+                RecommendedItem(
+                    item_id=r.item.id,
+                    title=r.item.title,
+                    category=r.item.category,
+                    tags=list(r.item.tags),
+                    score=round(r.score, 4),
+                    reason=r.reason,
+                )
+                for r in rows
+            ]
+            for domain, rows in ranked.items()
+        },  # fmt: skip
+        model=model,
+    )
+
+
+def _parse_json(body: bytes) -> RecommendationQuery:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(f"the body is not valid JSON: {e}") from e
+    try:
+        query = RecommendationQuery.model_validate(payload)
+    except ValidationError as e:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) or "body" for err in e.errors())
+        raise UnprocessableError(f"invalid field(s): {fields}: {e.errors()[0]['msg']}") from e
+    if (query.emotion is None) == (query.probabilities is None):
+        raise UnprocessableError("give exactly one of 'emotion' or 'probabilities'")
+    return query
+
+
+def _from_query(query: RecommendationQuery, state: State) -> dict[str, float]:
+    labels = state["catalog"].labels
+    if query.emotion is not None:
+        if query.emotion not in labels:
+            raise UnprocessableError(f"unknown emotion {query.emotion!r}; known: {', '.join(labels)}")
+        return {query.emotion: 1.0}
+    return dict(query.probabilities or {})
+
+
+async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, dict[str, float], ModelRef]:
+    form = await request.form()
+    image = form.get("image")
+    require_consent(str(form.get("consent", "")).strip().lower() == "true")
+    if not isinstance(image, UploadFile):
+        raise UnprocessableError("the form field 'image' (a file) is required")
+    domains = [d.strip() for value in form.getlist("domains") for d in str(value).split(",") if d.strip()]
+    fields: dict[str, Any] = {"emotion": "neutral"}  # placeholder, replaced by the image's estimate
+    if domains:
+        fields["domains"] = domains
+    for name in ("k", "session_id"):
+        if form.get(name) is not None:
+            fields[name] = form.get(name)
+    try:
+        query = RecommendationQuery.model_validate(fields)
+        mode = Mode(str(form.get("mode", "photo")))
+    except (ValidationError, ValueError) as e:
+        raise UnprocessableError(f"invalid form field(s): {e}".splitlines()[0]) from e
+    data = await image.read()
+    await image.close()
+    result = await analyse(data, mode, state["detector"], state["triton"], state["metrics"],
+                           state["settings"].max_image_pixels)  # fmt: skip
+    if not result.boxes:
+        raise NotFoundError("no face was found in the image; send a clearer photo or use mode=face")
+    largest = result.probabilities[0]
+    probabilities = {label: float(p) for label, p in zip(result.model.labels, largest, strict=True)}
+    return query, probabilities, ModelRef(name=result.model.name, version=result.model.version)
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackRecorded,
+    status_code=201,
+    responses={404: {"description": "unknown recommendation"}, 422: {"description": "invalid event or item"}},
+)
+async def feedback(body: FeedbackRequest, state: StateDep) -> FeedbackRecorded:
+    """Record what happened to a recommended item (impression, click, like, dismiss, purchase)."""
+    try:
+        recorded = await run_in_threadpool(state["store"].record, body.recommendation_id, body.item_id, body.event)
+    except UnknownRecommendationError as e:
+        raise NotFoundError(f"no recommendation {body.recommendation_id!r}") from e
+    except ItemNotRecommendedError as e:
+        raise UnprocessableError(
+            f"item {body.item_id!r} was not part of recommendation {body.recommendation_id!r}"
+        ) from e
+    state["metrics"].feedback_events.labels(event=body.event, domain=_domain_of(body.item_id, state)).inc()
+    return FeedbackRecorded(recorded=True, event_id=recorded.event_id)
+
+
+def _domain_of(item_id: str, state: State) -> str:
+    row = state["catalog"].index.get(item_id)
+    return state["catalog"].items[row].domain if row is not None else "unknown"

@@ -1,0 +1,46 @@
+"""Per-app state shared by the routes (built in the lifespan), and request-level checks."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict
+
+from fastapi import Depends, Request
+
+from gateway.catalog import Catalog
+from gateway.detection import FaceDetector
+from gateway.errors import ConsentRequiredError
+from gateway.feedback import FeedbackStore
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+from gateway.triton import TritonClassifier
+
+
+class State(TypedDict):
+    settings: Settings
+    triton: TritonClassifier
+    detector: FaceDetector
+    metrics: GatewayMetrics
+    catalog: Catalog
+    store: FeedbackStore
+
+
+def get_state(request: Request) -> State:
+    return State(
+        settings=request.state.settings,
+        triton=request.state.triton,
+        detector=request.state.detector,
+        metrics=request.state.metrics,
+        catalog=request.state.catalog,
+        store=request.state.store,
+    )
+
+
+StateDep = Annotated[State, Depends(get_state)]
+
+
+def require_consent(consent: bool) -> None:
+    """Refuse any image unless the person consented to its analysis."""
+    if consent is not True:
+        raise ConsentRequiredError(
+            "the form field 'consent' must be 'true': images are analysed only with the person's consent"
+        )

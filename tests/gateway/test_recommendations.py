@@ -1,0 +1,191 @@
+"""The recommendation loop without a model: JSON emotions in, rankings out, feedback stored in a real SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.catalog import DEFAULT_CATALOG, DOMAINS, CatalogError, load_catalog
+from gateway.feedback import FeedbackStore, ItemNotRecommendedError, UnknownRecommendationError
+from gateway.recommendation import PER_CATEGORY_CAP, FeedbackStats, align, rank
+from gateway.settings import Settings
+from tests.conftest import free_port
+
+LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    database_url = f"sqlite:///{tmp_path / 'f.db'}"
+    return Settings(triton_url=f"127.0.0.1:{free_port()}", model_wait_s=0, database_url=database_url,
+                    recommendation_seed=7)  # fmt: skip
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_embedded_catalog_is_valid_and_large_enough() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    assert catalog.labels == LABELS
+    assert len(catalog.items) >= 300
+    assert {item.domain for item in catalog.items} == set(DOMAINS)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("Bad Id,T,songs,c,t,0,0,0,0,0,0,0", "line 3: id 'Bad Id'"),
+        ("x-1,T,songs,c,t,0,0,0,0,0,0,0", "line 3: duplicate id"),
+        ("x-2,T,podcasts,c,t,0,0,0,0,0,0,0", "line 3: domain 'podcasts'"),
+        ("x-2,T,songs,c,t,0,0,0,1.5,0,0,0", "line 3: affinities must be in 0..1"),
+        ("x-2,T,songs,c,t,0,0,zero,0,0,0,0", "line 3: affinities must be numbers"),
+        ("x-2,,songs,c,t,0,0,0,0,0,0,0", "line 3: title and category"),
+    ],
+)
+def test_catalog_errors_name_the_row(tmp_path: Path, row: str, message: str) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "id,title,domain,category,tags," + ",".join(LABELS) + "\nx-1,T,songs,c,t,0,0,0,0,0,0,0\n" + row + "\n"
+    )
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(path)
+
+
+def test_ranking_uses_the_probability_vector_and_caps_categories() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    stats = FeedbackStats.empty(catalog)
+    sad = rank(catalog, align({"sad": 1.0}, catalog.labels), stats, ["songs"], 6, np.random.default_rng(0))["songs"]
+    happy = rank(catalog, align({"happy": 1.0}, catalog.labels), stats, ["songs"], 6, np.random.default_rng(0))["songs"]
+    assert len(sad) == 6 and [r.item.id for r in sad] != [r.item.id for r in happy]
+    assert max(sum(r.item.category == c for r in sad) for c in {r.item.category for r in sad}) <= PER_CATEGORY_CAP
+    mixed = rank(
+        catalog, align({"sad": 0.5, "happy": 0.5}, catalog.labels), stats, ["songs"], 6, np.random.default_rng(0)
+    )
+    assert [r.item.id for r in mixed["songs"]] not in ([r.item.id for r in sad], [r.item.id for r in happy])
+    assert all("sad mood" in r.reason for r in sad)
+
+
+def test_ranking_is_deterministic_with_a_seed() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    args = (catalog, align({"fear": 1.0}, catalog.labels), FeedbackStats.empty(catalog), list(DOMAINS), 5)
+    assert rank(*args, np.random.default_rng(3)) == rank(*args, np.random.default_rng(3))
+
+
+def test_store_rejects_unknown_ids_and_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = FeedbackStore(url)
+    rec = store.save_recommendation({"happy": 1.0}, [("song-upbeat-pop-01", "songs")], None, "1")
+    with pytest.raises(UnknownRecommendationError):
+        store.record("00000000-0000-0000-0000-000000000000", "song-upbeat-pop-01", "click")
+    with pytest.raises(ItemNotRecommendedError):
+        store.record(rec, "movie-action-01", "click")
+    with pytest.raises(ValueError, match="unknown event"):
+        store.record(rec, "song-upbeat-pop-01", "share")
+    store.record(rec, "song-upbeat-pop-01", "like")
+    store.close()
+    reopened = FeedbackStore(url)
+    stats = reopened.stats(load_catalog(DEFAULT_CATALOG))
+    row = load_catalog(DEFAULT_CATALOG).index["song-upbeat-pop-01"]
+    assert stats.successes[row, LABELS.index("happy")] == 1.0 and stats.successes.sum() == 1.0
+    reopened.close()
+
+
+def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    stores = [FeedbackStore(url), FeedbackStore(url)]  # two "replicas" on one database
+    rec = stores[0].save_recommendation({"sad": 1.0}, [("food-desserts-01", "food")], None, None)
+
+    def write(store: FeedbackStore) -> None:
+        for _ in range(100):
+            store.record(rec, "food-desserts-01", "click")
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stores[1].count_events() == 200
+    for s in stores:
+        s.close()
+
+
+def test_json_recommendations_then_feedback_changes_later_rankings(client: TestClient) -> None:
+    first = client.post("/v1/recommendations", json={"emotion": "sad", "domains": ["songs"], "k": 5})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["emotion"] == {"label": "sad", "probabilities": dict.fromkeys(LABELS, 0.0) | {"sad": 1.0},
+                               "source": "emotion"}  # fmt: skip
+    songs = body["domains"]["songs"]
+    assert len(songs) == 5 and all(s["reason"] for s in songs)
+    # Teach the store that people who look sad love one song that was ranked last: every shown song gets an
+    # impression, the target a like (what a client reports when a person likes one of the songs shown).
+    target = songs[-1]["item_id"]
+    for _ in range(20):
+        rec = client.post("/v1/recommendations", json={"emotion": "sad", "domains": ["songs"], "k": 20}).json()
+        for song in rec["domains"]["songs"]:
+            for event in ("impression", "like") if song["item_id"] == target else ("impression",):
+                response = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
+                                                             "item_id": song["item_id"], "event": event})  # fmt: skip
+                assert response.status_code == 201 and response.json()["recorded"] is True
+    later = client.post("/v1/recommendations", json={"emotion": "sad", "domains": ["songs"], "k": 5}).json()
+    assert later["domains"]["songs"][0]["item_id"] == target
+    assert "liked by people who looked sad" in later["domains"]["songs"][0]["reason"]
+    other = client.post("/v1/recommendations", json={"emotion": "happy", "domains": ["songs"], "k": 5}).json()
+    assert other["domains"]["songs"][0]["item_id"] != target  # learned for sad, not for every emotion
+    metrics = client.get("/metrics").text
+    assert 'emotorch_feedback_events_total{domain="songs",event="like"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "text"),
+    [
+        ({"emotion": "joy"}, 422, "unknown emotion"),
+        ({"emotion": "sad", "probabilities": {"sad": 1.0}}, 422, "exactly one"),
+        ({}, 422, "exactly one"),
+        ({"probabilities": {"sad": -1.0}}, 422, "non-negative"),
+        ({"probabilities": {"elated": 1.0}}, 422, "unknown emotion label"),
+        ({"emotion": "sad", "k": 0}, 422, "k"),
+        ({"emotion": "sad", "k": 500}, 422, "k"),
+        ({"emotion": "sad", "domains": ["podcasts"]}, 422, "domains"),
+        ({"emotion": "sad", "colour": "blue"}, 422, "colour"),
+        ({"emotion": "\u00e9motion" * 100}, 422, "emotion"),
+    ],
+)
+def test_bad_recommendation_queries_get_clear_4xx(client: TestClient, payload: dict, status: int, text: str) -> None:  # type: ignore[type-arg]
+    response = client.post("/v1/recommendations", json=payload)
+    assert response.status_code == status and text in response.json()["detail"], response.text
+
+
+def test_malformed_json_and_wrong_content_type(client: TestClient) -> None:
+    broken = client.post("/v1/recommendations", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["detail"]
+    text = client.post("/v1/recommendations", content=b"sad", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+
+
+def test_bad_feedback_is_rejected(client: TestClient) -> None:
+    rec = client.post("/v1/recommendations", json={"emotion": "happy", "domains": ["food"], "k": 2}).json()
+    item = rec["domains"]["food"][0]["item_id"]
+    unknown = client.post("/v1/feedback", json={"recommendation_id": "0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                                                 "item_id": item, "event": "click"})  # fmt: skip
+    assert unknown.status_code == 404
+    wrong_item = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
+                                                    "item_id": "movie-action-01", "event": "click"})  # fmt: skip
+    assert wrong_item.status_code == 422 and "not part of" in wrong_item.json()["detail"]
+    bad_event = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"], "item_id": item,
+                                                   "event": "share"})  # fmt: skip
+    assert bad_event.status_code == 422 and "event" in bad_event.json()["detail"]
+
+
+def test_image_recommendations_need_consent_even_without_a_model(client: TestClient) -> None:
+    response = client.post("/v1/recommendations", files={"image": ("f.png", b"x")}, data={"k": "3"})
+    assert response.status_code == 422 and "consent" in response.json()["detail"]

@@ -78,3 +78,13 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     operation = spec["paths"]["/v1/emotions"]["post"]
     assert {"200", "413", "415", "422", "503", "504"} <= set(operation["responses"])
     assert "examples" in spec["components"]["schemas"]["EmotionsResponse"]
+
+
+def test_uploads_stay_in_memory_up_to_the_body_limit() -> None:
+    from starlette.formparsers import MultiPartParser
+
+    # Starlette spools uploads over 1 MB to a temporary file; the gateway raises that threshold above its
+    # body limit so an accepted image is never written to disk.
+    limit = 50 * 1024 * 1024
+    create_app(Settings(triton_url="127.0.0.1:1", max_upload_bytes=limit))
+    assert MultiPartParser.spool_max_size > limit

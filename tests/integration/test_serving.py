@@ -137,3 +137,19 @@ def test_new_version_is_served_without_restarting_the_gateway(
     _, face = next(iter(generate_faces(1, seed=3)))
     assert post_face(gateway_url, face).json()["model"]["version"] == "2"
     assert httpx.get(f"{gateway_url}/readyz").json()["model"]["version"] == "2"
+
+
+def test_a_deadline_shorter_than_triton_needs_is_a_504(triton: RunningTriton, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    settings = Settings(triton_url=triton.grpc_url, triton_timeout_s=0.0005, model_wait_s=0,
+                        database_url=f"sqlite:///{tmp_path / 'f.db'}")  # fmt: skip
+    _, face = next(iter(generate_faces(1, seed=2)))
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/v1/emotions", files={"image": ("f.png", png_bytes(face))},
+                               data={"consent": "true", "mode": "face"})  # fmt: skip
+    assert response.status_code == 504, response.text
+    assert "did not answer" in response.json()["detail"]

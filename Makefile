@@ -24,13 +24,13 @@ up: venv
 	$(BIN)/emotorch up
 
 test: venv
-	$(BIN)/ruff check emotorch gateway pipelines tests
-	$(BIN)/mypy emotorch gateway pipelines
+	$(BIN)/ruff check emotorch gateway pipelines tests bench
+	$(BIN)/mypy emotorch gateway pipelines bench
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check emotorch gateway pipelines tests
-	$(BIN)/mypy emotorch gateway pipelines
+	$(BIN)/ruff check emotorch gateway pipelines tests bench
+	$(BIN)/mypy emotorch gateway pipelines bench
 
 repro: venv
 	$(BIN)/dvc repro

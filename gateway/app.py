@@ -7,6 +7,7 @@ and closes the adapter on the way out.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
 from gateway.analysis import Mode, analyse
@@ -35,6 +37,7 @@ from gateway.triton import TritonClassifier
 logger = logging.getLogger(__name__)
 
 API_VERSION = "0.1.0"
+RETENTION_INTERVAL_S = 3600.0  # how often old feedback is deleted
 
 
 def create_app(
@@ -57,11 +60,24 @@ def create_app(
         )
         catalog = load_catalog(settings.catalog_path)  # a bad catalog stops start-up, naming the row
         store = FeedbackStore(settings.database_url)
+        retention_s = settings.feedback_retention_days * 86400.0
+
+        async def enforce_retention() -> None:
+            while True:
+                purged = await run_in_threadpool(store.purge, retention_s)
+                if purged:
+                    logger.info(
+                        "deleted %d recommendations older than %g days", purged, settings.feedback_retention_days
+                    )
+                await asyncio.sleep(RETENTION_INTERVAL_S)
+
+        retention = asyncio.create_task(enforce_retention())
         await client.wait_until_ready(settings.model_wait_s)
         try:
             yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics,
                    "catalog": catalog, "store": store}  # fmt: skip
         finally:
+            retention.cancel()
             await client.close()
             store.close()
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -164,6 +165,18 @@ class FeedbackStore:
         assert key is not None
         return Recorded(int(key[0]))
 
+    def purge(self, older_than_s: float) -> int:
+        """Delete recommendations (with their items and events) older than `older_than_s`; return how many."""
+        cutoff = time.time() - older_than_s
+        with self.engine.begin() as conn:
+            old = select(recommendations.c.id).where(recommendations.c.created_at < cutoff)
+            conn.execute(delete(events).where(events.c.recommendation_id.in_(old)))
+            conn.execute(delete(recommended_items).where(recommended_items.c.recommendation_id.in_(old)))
+            removed = conn.execute(delete(recommendations).where(recommendations.c.created_at < cutoff)).rowcount
+        with self._lock:
+            self._stats_cache = None
+        return int(removed or 0)
+
     def count_events(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
@@ -204,8 +217,7 @@ class FeedbackStore:
                 continue  # an item since removed from the catalog
             successes = sum(counts.get(e, 0) for e in SUCCESS_EVENTS)
             failures = max(counts.get("impression", 0) - successes, 0) + counts.get("dismiss", 0)
-            stats.successes[row] += successes * weights[recommendation_id]
-            stats.failures[row] += failures * weights[recommendation_id]
+            stats.add(row, weights[recommendation_id], successes, failures)
         with self._lock:
             self._stats_cache = (time.monotonic(), stats)
         return stats

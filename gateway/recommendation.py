@@ -1,8 +1,8 @@
 """Mood-aware ranking: Thompson sampling over Beta posteriors of each item's click-through per emotion.
 
-Each (item, emotion) pair has a Beta posterior whose prior is the catalog affinity worth `PRIOR_STRENGTH`
-pseudo-observations, updated by feedback attributed to emotions in proportion to the probability vector of
-the recommendation it answered. A request draws one sample per (item, emotion) and scores each item by its
+Each (item, emotion) pair has a Beta posterior (see `posterior`: a hierarchical prior from the catalog
+affinity and the item's pooled click-through), updated by feedback attributed to emotions in proportion to
+the probability vector of the recommendation it answered. A request draws one sample per (item, emotion) and scores each item by its
 expected reward under the request's emotion probabilities, so uncertainty in the emotion (not only the top
 label) and uncertainty in the click-through both shape the ranking. A per-category cap keeps a domain's list
 diverse.
@@ -16,7 +16,10 @@ import numpy as np
 
 from gateway.catalog import Catalog, Item
 
-PRIOR_STRENGTH = 4.0  # the catalog prior counts as this many observations
+PRIOR_STRENGTH = 100.0  # pseudo-observations behind each (item, emotion) prior
+ITEM_STRENGTH = 50.0  # pseudo-observations behind an item's pooled rate (shrunk toward the global rate)
+FIT_EXPONENT = 3.0  # how sharply the catalog affinity separates suitable from unsuitable items
+DEFAULT_CTR = 0.1  # click-through assumed before any feedback; replaced by the observed rate as data comes in
 PER_CATEGORY_CAP = 2  # at most this many items of one category in a domain's list
 
 
@@ -31,6 +34,11 @@ class FeedbackStats:
     def empty(cls, catalog: Catalog) -> FeedbackStats:
         shape = catalog.affinity.shape
         return cls(np.zeros(shape), np.zeros(shape))
+
+    def add(self, row: int, emotion: np.ndarray, successes: float, failures: float) -> None:
+        """Credit one item's outcomes to the emotions in proportion to the recommendation's probabilities."""
+        self.successes[row] += successes * emotion
+        self.failures[row] += failures * emotion
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,25 @@ def align(probabilities: dict[str, float], labels: tuple[str, ...]) -> np.ndarra
     return vector / total
 
 
+def posterior(catalog: Catalog, stats: FeedbackStats) -> tuple[np.ndarray, np.ndarray]:
+    """Beta parameters per (item, emotion): a hierarchical, empirical-Bayes prior updated by feedback.
+
+    The prior mean is the item's pooled click-through (all emotions, shrunk toward the global rate) scaled by
+    the catalog's emotion fit (affinity relative to the catalog mean, sharpened by FIT_EXPONENT), worth
+    PRIOR_STRENGTH observations: what is learned about an item under one emotion informs the others, and the
+    catalog prior speaks in click-through units. Each (item, emotion) then adds its own evidence.
+    """
+    trials = stats.successes + stats.failures
+    fit = (catalog.affinity / max(float(catalog.affinity.mean()), 1e-6)) ** FIT_EXPONENT
+    global_rate = (stats.successes.sum() + DEFAULT_CTR * ITEM_STRENGTH) / ((trials * fit).sum() + ITEM_STRENGTH)
+    exposure = (trials * fit).sum(1)  # fit-weighted trials per item
+    item_rate = (stats.successes.sum(1) + ITEM_STRENGTH * global_rate) / (exposure + ITEM_STRENGTH)
+    prior_mean = np.clip(item_rate[:, None] * fit, 1e-3, 0.95)
+    alpha = PRIOR_STRENGTH * prior_mean + stats.successes
+    beta = PRIOR_STRENGTH * (1.0 - prior_mean) + stats.failures
+    return alpha, beta
+
+
 def rank(
     catalog: Catalog,
     emotion: np.ndarray,
@@ -61,10 +88,9 @@ def rank(
     rng: np.random.Generator,
 ) -> dict[str, list[Ranked]]:
     """Top-k items per domain for a person whose emotion distribution is `emotion` (catalog label order)."""
-    alpha = 1.0 + PRIOR_STRENGTH * catalog.affinity + stats.successes
-    beta = 1.0 + PRIOR_STRENGTH * (1.0 - catalog.affinity) + stats.failures
+    alpha, beta = posterior(catalog, stats)
     sampled = rng.beta(alpha, beta)  # items x labels: one plausible click-through per (item, emotion)
-    scores = sampled @ emotion
+    scores = sampled @ emotion  # expected click-through under the emotion distribution
     top = int(np.argmax(emotion))
     mood = catalog.labels[top]
     result: dict[str, list[Ranked]] = {}

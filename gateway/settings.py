@@ -25,3 +25,4 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///emotorch-feedback.db", description="feedback store (SQLAlchemy URL)")
     catalog_path: Path = Field(DEFAULT_CATALOG, description="recommendation catalog CSV")
     recommendation_seed: int | None = Field(None, description="fixed seed: deterministic rankings (tests)")
+    feedback_retention_days: float = Field(365.0, gt=0, description="feedback older than this is deleted")

@@ -189,3 +189,69 @@ def test_bad_feedback_is_rejected(client: TestClient) -> None:
 def test_image_recommendations_need_consent_even_without_a_model(client: TestClient) -> None:
     response = client.post("/v1/recommendations", files={"image": ("f.png", b"x")}, data={"k": "3"})
     assert response.status_code == 422 and "consent" in response.json()["detail"]
+
+
+def test_posterior_updates_follow_the_emotion_weights() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    stats = FeedbackStats.empty(catalog)
+    row = catalog.index["movie-comedy-01"]
+    weights = align({"happy": 0.75, "surprise": 0.25}, catalog.labels)
+    stats.add(row, weights, successes=4, failures=2)
+    assert stats.successes[row, LABELS.index("happy")] == 3.0 and stats.successes[row, LABELS.index("surprise")] == 1.0
+    assert stats.failures[row].sum() == pytest.approx(2.0) and stats.successes.sum() == pytest.approx(4.0)
+
+
+def test_store_stats_count_impressions_without_success_as_failures(tmp_path: Path) -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
+    items = [("song-upbeat-pop-01", "songs"), ("song-upbeat-pop-02", "songs")]
+    rec = store.save_recommendation({"happy": 1.0}, items, "session-1", "1")
+    for item, event in [(items[0][0], "impression"), (items[0][0], "click"), (items[1][0], "impression"),
+                        (items[1][0], "dismiss")]:  # fmt: skip
+        store.record(rec, item, event)
+    stats = store.stats(catalog)
+    happy = LABELS.index("happy")
+    a, b = catalog.index[items[0][0]], catalog.index[items[1][0]]
+    assert (stats.successes[a, happy], stats.failures[a, happy]) == (1.0, 0.0)
+    assert (stats.successes[b, happy], stats.failures[b, happy]) == (0.0, 2.0)
+    store.close()
+
+
+def test_retention_deletes_old_feedback(tmp_path: Path) -> None:
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
+    rec = store.save_recommendation({"sad": 1.0}, [("food-desserts-01", "food")], None, None)
+    store.record(rec, "food-desserts-01", "like")
+    assert store.purge(older_than_s=3600) == 0 and store.count_events() == 1
+    assert store.purge(older_than_s=-1) == 1 and store.count_events() == 0  # everything is "older" than the future
+    with pytest.raises(UnknownRecommendationError):
+        store.record(rec, "food-desserts-01", "like")
+    store.close()
+
+
+def test_learned_rankings_survive_a_gateway_restart(settings: Settings) -> None:
+    def top_song(client: TestClient) -> str:
+        body = client.post("/v1/recommendations", json={"emotion": "fear", "domains": ["songs"], "k": 1}).json()
+        return str(body["domains"]["songs"][0]["item_id"])
+
+    with TestClient(create_app(settings)) as client:
+        before = top_song(client)
+        rec = client.post("/v1/recommendations", json={"emotion": "fear", "domains": ["songs"], "k": 20}).json()
+        favourite = rec["domains"]["songs"][-1]["item_id"]
+        for _ in range(25):
+            for song in rec["domains"]["songs"]:
+                event = "like" if song["item_id"] == favourite else "dismiss"
+                assert (
+                    client.post(
+                        "/v1/feedback",
+                        json={
+                            "recommendation_id": rec["recommendation_id"],
+                            "item_id": song["item_id"],
+                            "event": event,
+                        },
+                    ).status_code
+                    == 201
+                )
+        learned = top_song(client)
+    assert learned == favourite != before
+    with TestClient(create_app(settings)) as restarted:  # a new process on the same database
+        assert top_song(restarted) == favourite

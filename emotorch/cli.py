@@ -14,12 +14,8 @@ from emotorch.triton_server import TritonPorts
 
 
 def _add_triton_ports(parser: argparse.ArgumentParser, offset: int = 0) -> None:
-    parser.add_argument(
-        "--http-port", type=int, default=8000 + offset, help="Triton HTTP port (default %(default)s)"
-    )
-    parser.add_argument(
-        "--grpc-port", type=int, default=8001 + offset, help="Triton gRPC port (default %(default)s)"
-    )
+    parser.add_argument("--http-port", type=int, default=8000 + offset, help="Triton HTTP port (default %(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=8001 + offset, help="Triton gRPC port (default %(default)s)")
     parser.add_argument(
         "--metrics-port", type=int, default=8002 + offset, help="Triton metrics port (default %(default)s)"
     )
@@ -27,7 +23,7 @@ def _add_triton_ports(parser: argparse.ArgumentParser, offset: int = 0) -> None:
 
 def _cmd_triton(args: argparse.Namespace) -> int:
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
-    process = triton_server.start_triton(args.model_repository, ports, args.model)
+    process = triton_server.start_triton(args.model_repository, ports, args.model, host=args.host)
 
     def _forward(signum: int, _frame: Any) -> None:
         if process.poll() is None:
@@ -84,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Triton against the model repository (explicit model control).",
     )
     triton.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    triton.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all interfaces)")
     triton.add_argument(
         "--model", action="append", default=None, help="model to load at start (repeatable; default: emotion)"
     )

@@ -35,9 +35,7 @@ def published_versions(repository: Path, model_name: str) -> list[str]:
     model_dir = repository / model_name
     if not model_dir.is_dir():
         return []
-    return sorted(
-        (p.name for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.pt").exists()), key=int
-    )
+    return sorted((p.name for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.pt").exists()), key=int)
 
 
 def tool_environment() -> dict[str, str]:
@@ -64,6 +62,12 @@ def ensure_model(config: StackConfig) -> None:
             cwd=config.project_dir,
             env=env,
             check=True,
+        )
+    if not published_versions(config.repository, config.model_name):
+        raise RuntimeError(
+            f"no model is published in {config.repository}: the last trained model was not promoted "
+            "(see metrics/promotion.json). Retrain (`dvc repro --force train`) or publish the champion by hand "
+            "(`python -m pipelines.publish --help`)."
         )
 
 
@@ -104,7 +108,11 @@ def run_stack(config: StackConfig) -> int:
             busy,
         )
         return 1
-    ensure_model(config)
+    try:
+        ensure_model(config)
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        logger.error("cannot build a model: %s", e)
+        return 1
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 

@@ -61,9 +61,7 @@ def prepare_backend_dir(cache_dir: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name, source in sources.items():
         if not source.exists():
-            raise TritonNotFoundError(
-                f"{source} is missing from the nvidia-pytriton wheel (Python {version})"
-            )
+            raise TritonNotFoundError(f"{source} is missing from the nvidia-pytriton wheel (Python {version})")
         link = target / name
         if link.is_symlink() or link.exists():
             if link.resolve() == source.resolve():
@@ -86,7 +84,12 @@ def triton_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def triton_command(
-    repository: Path, ports: TritonPorts, models: list[str], backend_dir: Path, instance_name: str
+    repository: Path,
+    ports: TritonPorts,
+    models: list[str],
+    backend_dir: Path,
+    instance_name: str,
+    host: str = "127.0.0.1",
 ) -> list[str]:
     """The tritonserver command line: explicit model control, CPU only, ports as given."""
     home, _ = _pytriton_dirs()
@@ -98,6 +101,10 @@ def triton_command(
         f"--http-port={ports.http}",
         f"--grpc-port={ports.grpc}",
         f"--metrics-port={ports.metrics}",
+        # Loopback unless asked otherwise: the gateway is the only public entry point.
+        f"--http-address={host}",
+        f"--grpc-address={host}",
+        f"--metrics-address={host}",
         "--allow-gpu-metrics=false",
         "--exit-timeout-secs=10",
         "--strict-readiness=true",
@@ -114,12 +121,13 @@ def start_triton(
     models: list[str] | None = None,
     cache_dir: Path | None = None,
     log_file: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
     """Start tritonserver as a child process (its own process group) and return it without waiting."""
     models = ["emotion"] if models is None else models
     cache_dir = cache_dir or Path(os.environ.get("EMOTORCH_CACHE_DIR", Path.home() / ".cache" / "emotorch"))
     backend_dir = prepare_backend_dir(cache_dir)
-    command = triton_command(repository, ports, models, backend_dir, f"emotorch{os.getpid()}p{ports.grpc}")
+    command = triton_command(repository, ports, models, backend_dir, f"emotorch{os.getpid()}p{ports.grpc}", host)
     logger.info("starting Triton: %s", " ".join(command))
     out = log_file.open("ab") if log_file else None
     try:

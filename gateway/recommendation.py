@@ -2,10 +2,10 @@
 
 Each (item, emotion) pair has a Beta posterior (see `posterior`: a hierarchical prior from the catalog
 affinity and the item's pooled click-through), updated by feedback attributed to emotions in proportion to
-the probability vector of the recommendation it answered. A request draws one sample per (item, emotion) and scores each item by its
-expected reward under the request's emotion probabilities, so uncertainty in the emotion (not only the top
-label) and uncertainty in the click-through both shape the ranking. A per-category cap keeps a domain's list
-diverse.
+the probability vector of the recommendation it answered. A request draws one sample per (item, emotion)
+and scores each item by its expected reward under the request's emotion probabilities, so uncertainty in the
+emotion (not only the top label) and uncertainty in the click-through both shape the ranking. A per-category
+cap keeps a domain's list diverse.
 """
 
 from __future__ import annotations

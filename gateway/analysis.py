@@ -65,13 +65,16 @@ async def analyse(
         started = time.perf_counter()
         probabilities, model = await triton.classify(faces)  # N x 1 x H x W in, one request
         timings["infer"] = time.perf_counter() - started
-        for row in probabilities:
+        for row, face in zip(probabilities, faces, strict=True):
             best = int(np.argmax(row))
             metrics.predictions.labels(emotion=model.labels[best]).inc()
             metrics.confidence.observe(float(row[best]))
+            metrics.face_brightness.observe(float(face.mean()) / 255.0)
+            metrics.face_contrast.observe(float(face.std()) / 255.0)
     else:
         metrics.images_without_face.inc()
     metrics.faces_per_image.observe(len(boxes))
+    metrics.observe_model(model.name, model.version, model.labels, model.metadata)
     for stage, seconds in timings.items():
         metrics.stage_duration.labels(stage=stage).observe(seconds)
     return Analysis(boxes, probabilities, model, {k: round(v * 1000.0, 3) for k, v in timings.items()})

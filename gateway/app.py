@@ -121,7 +121,7 @@ def create_app(
         metrics.model_ready.set(1 if info else 0)
         if info is None:
             return JSONResponse(Readiness(ready=False).model_dump(), status_code=503)
-        metrics.model.info({"name": info.name, "version": info.version})
+        metrics.observe_model(info.name, info.version, info.labels, info.metadata)
         return Readiness(ready=True, model=ModelRef(name=info.name, version=info.version))
 
     @app.get("/metrics", include_in_schema=False)
@@ -149,7 +149,6 @@ def create_app(
         result = await analyse(
             data, mode, state["detector"], state["triton"], metrics, state["settings"].max_image_pixels
         )
-        metrics.model.info({"name": result.model.name, "version": result.model.version})
         return EmotionsResponse(
             faces=[
                 _face_result(b, p, result.model.labels) for b, p in zip(result.boxes, result.probabilities, strict=True)

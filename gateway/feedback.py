@@ -81,6 +81,7 @@ class ItemNotRecommendedError(LookupError):
 @dataclass(frozen=True)
 class Recorded:
     event_id: int
+    emotion: str  # the top emotion of the recommendation the event answers
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -141,11 +142,12 @@ class FeedbackStore:
         if event_name not in EVENTS:
             raise ValueError(f"unknown event {event_name!r}; known: {', '.join(EVENTS)}")
         with self.engine.begin() as conn:
-            if (
-                conn.execute(select(recommendations.c.id).where(recommendations.c.id == recommendation_id)).first()
-                is None
-            ):
+            found = conn.execute(
+                select(recommendations.c.probabilities).where(recommendations.c.id == recommendation_id)
+            ).first()
+            if found is None:
                 raise UnknownRecommendationError(recommendation_id)
+            probabilities: dict[str, float] = json.loads(found[0])
             member = conn.execute(
                 select(recommended_items.c.item_id).where(
                     (recommended_items.c.recommendation_id == recommendation_id)
@@ -163,7 +165,8 @@ class FeedbackStore:
             self._stats_cache = None
         key = result.inserted_primary_key
         assert key is not None
-        return Recorded(int(key[0]))
+        top = max(probabilities, key=lambda label: probabilities[label]) if probabilities else "unknown"
+        return Recorded(int(key[0]), top)
 
     def purge(self, older_than_s: float) -> int:
         """Delete recommendations (with their items and events) older than `older_than_s`; return how many."""

@@ -7,13 +7,15 @@ from small fixed sets (route template, outcome, stage, emotion): never a user, s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-STAGES = ("decode", "detect", "preprocess", "infer")
+UNIT_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+CONTRAST_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class GatewayMetrics:
     model: Info
     model_ready: Gauge
     feedback_events: Counter
+    recommended_items: Counter
+    face_brightness: Histogram
+    face_contrast: Histogram
+    reference_class_ratio: Gauge
+    reference_mean_confidence: Gauge
+    reference_brightness: Gauge
+    reference_contrast: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -63,10 +72,55 @@ class GatewayMetrics:
                 "emotorch_model_ready", "1 when Triton reports the model ready at the last check.", registry=registry
             ),
             feedback_events=Counter(
-                "emotorch_feedback_events_total", "Feedback events recorded, by event type and item domain.",
-                ["event", "domain"], registry=registry,
+                "emotorch_feedback_events_total",
+                "Feedback events recorded, by event type, item domain and the recommendation's top emotion.",
+                ["event", "domain", "emotion"], registry=registry,
+            ),
+            recommended_items=Counter(
+                "emotorch_recommended_items_total", "Items recommended, by domain and top emotion (CTR denominator).",
+                ["domain", "emotion"], registry=registry,
+            ),
+            face_brightness=Histogram(
+                "emotorch_face_brightness", "Mean pixel value of each classified face crop, 0..1 (input drift).",
+                buckets=UNIT_BUCKETS, registry=registry,
+            ),
+            face_contrast=Histogram(
+                "emotorch_face_contrast", "Pixel standard deviation of each classified face crop, 0..1.",
+                buckets=CONTRAST_BUCKETS, registry=registry,
+            ),
+            reference_class_ratio=Gauge(
+                "emotorch_reference_class_ratio",
+                "Share of each emotion in the served model's predictions on held-out data (drift reference).",
+                ["emotion"], registry=registry,
+            ),
+            reference_mean_confidence=Gauge(
+                "emotorch_reference_mean_confidence", "Mean confidence of the served model on held-out data.",
+                registry=registry,
+            ),
+            reference_brightness=Gauge(
+                "emotorch_reference_face_brightness", "Mean pixel value of the training faces, 0..1.",
+                registry=registry,
+            ),
+            reference_contrast=Gauge(
+                "emotorch_reference_face_contrast", "Pixel standard deviation of the training faces, 0..1.",
+                registry=registry,
             ),
         )  # fmt: skip
+
+    def observe_model(self, name: str, version: str, labels: tuple[str, ...], metadata: dict[str, Any]) -> None:
+        """Publish the served model's identity and its drift reference (from its published metadata)."""
+        self.model.info({"name": name, "version": version})
+        for emotion in labels:  # every class has a series from the start: a class that vanishes shows as 0
+            self.predictions.labels(emotion=emotion)
+        reference = metadata.get("reference") or {}
+        for emotion, ratio in (reference.get("class_distribution") or {}).items():
+            self.reference_class_ratio.labels(emotion=emotion).set(float(ratio))
+        if "mean_confidence" in reference:
+            self.reference_mean_confidence.set(float(reference["mean_confidence"]))
+        pixels = metadata.get("input_reference") or {}
+        if "brightness" in pixels:
+            self.reference_brightness.set(float(pixels["brightness"]))
+            self.reference_contrast.set(float(pixels["contrast"]))
 
 
 def outcome(status: int) -> str:

@@ -98,6 +98,9 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
     recommendation_id = await run_in_threadpool(
         state["store"].save_recommendation, normalised, items, query.session_id, model.version if model else None
     )
+    mood = catalog.labels[int(np.argmax(vector))]
+    for domain, rows in ranked.items():
+        state["metrics"].recommended_items.labels(domain=domain, emotion=mood).inc(len(rows))
     return RecommendationsResponse(
         recommendation_id=recommendation_id,
         emotion=EmotionEstimate(label=catalog.labels[int(np.argmax(vector))], probabilities=normalised, source=source),
@@ -188,7 +191,8 @@ async def feedback(body: FeedbackRequest, state: StateDep) -> FeedbackRecorded:
         raise UnprocessableError(
             f"item {body.item_id!r} was not part of recommendation {body.recommendation_id!r}"
         ) from e
-    state["metrics"].feedback_events.labels(event=body.event, domain=_domain_of(body.item_id, state)).inc()
+    domain = _domain_of(body.item_id, state)
+    state["metrics"].feedback_events.labels(event=body.event, domain=domain, emotion=recorded.emotion).inc()
     return FeedbackRecorded(recorded=True, event_id=recorded.event_id)
 
 

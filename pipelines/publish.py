@@ -133,6 +133,8 @@ def publish_version(
             if k in export_metadata
         },
     }
+    if "mean" in export_metadata:  # the training pixels' statistics: the gateway's input-drift reference
+        metadata["input_reference"] = {"brightness": export_metadata["mean"], "contrast": export_metadata["std"]}
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=STAGING_PREFIX))
     shutil.copyfile(model_pt, staging / "model.pt")
     shutil.copyfile(BACKEND_SOURCE, staging / "model.py")

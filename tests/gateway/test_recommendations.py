@@ -142,7 +142,7 @@ def test_json_recommendations_then_feedback_changes_later_rankings(client: TestC
     other = client.post("/v1/recommendations", json={"emotion": "happy", "domains": ["songs"], "k": 5}).json()
     assert other["domains"]["songs"][0]["item_id"] != target  # learned for sad, not for every emotion
     metrics = client.get("/metrics").text
-    assert 'emotorch_feedback_events_total{domain="songs",event="like"}' in metrics
+    assert 'emotorch_feedback_events_total{domain="songs",emotion="sad",event="like"}' in metrics
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,21 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: up test venv lint repro clean
+.PHONY: up test venv system-deps lint repro clean
 
 venv: $(STAMP)
+
+# Debian packages: Prometheus (server and promtool) for monitoring and its tests. Installed when running as
+# root on a machine that lacks them; otherwise say what is missing.
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }; \
+	  else \
+	    echo "warning: prometheus is not installed; run: sudo apt-get install -y prometheus" >&2; \
+	  fi; \
+	fi
 
 # torch==2.13.0 first: it is the CPU build on local disk; afterwards nothing else pulls a CUDA build.
 $(STAMP): pyproject.toml
@@ -20,10 +32,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-up: venv
+up: venv system-deps
 	$(BIN)/emotorch up
 
-test: venv
+test: venv system-deps
 	$(BIN)/ruff check emotorch gateway pipelines tests bench
 	$(BIN)/mypy emotorch gateway pipelines bench
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)

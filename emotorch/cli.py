@@ -55,6 +55,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         repository=args.model_repository,
         triton_ports=TritonPorts(args.http_port, args.grpc_port, args.metrics_port),
         gateway_port=args.port,
+        prometheus_port=args.prometheus_port,
+        mlflow_port=args.mlflow_port,
     )
     return run_stack(config)
 
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--port", type=int, default=8080, help="gateway port (default %(default)s)")
     up.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    up.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default %(default)s)")
+    up.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default %(default)s)")
     _add_triton_ports(up, offset=0)
     up.set_defaults(func=_cmd_up)
 

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotorch import triton_server
+from emotorch import monitoring, triton_server
 from emotorch.triton_server import TritonPorts
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ class StackConfig:
     repository: Path
     triton_ports: TritonPorts
     gateway_port: int
+    prometheus_port: int = 9090
+    mlflow_port: int = 5000
     host: str = "127.0.0.1"
     model_name: str = "emotion"
 
@@ -92,6 +94,51 @@ def _wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float, 
     raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({url})")
 
 
+def _stop_group(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM a child's whole process group (mlflow ui and uvicorn have workers), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _start_observability(config: StackConfig, processes: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, str]:
+    """Prometheus (scraping the gateway and Triton, with the project's rules) and the MLflow UI."""
+    urls: dict[str, str] = {}
+    state = config.project_dir / ".cache" / "stack"
+    state.mkdir(parents=True, exist_ok=True)
+    try:
+        monitoring.prometheus_binary()
+    except monitoring.PrometheusError as e:
+        logger.warning("not starting Prometheus: %s", e)
+    else:
+        prometheus_config = monitoring.render_config(
+            state / "prometheus", [f"{config.host}:{config.gateway_port}"], [f"127.0.0.1:{config.triton_ports.metrics}"]
+        )
+        prometheus = monitoring.start_prometheus(
+            prometheus_config, config.prometheus_port, state / "prometheus" / "data", state / "prometheus.log"
+        )
+        processes.append(("prometheus", prometheus))
+        monitoring.wait_until_ready(prometheus, config.prometheus_port)
+        urls["prometheus"] = f"http://127.0.0.1:{config.prometheus_port}  (log {state / 'prometheus.log'})"
+    mlflow_ui = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(config.mlflow_port),
+         "--backend-store-uri", f"sqlite:///{config.project_dir / 'mlflow.db'}"],
+        cwd=config.project_dir, env=tool_environment(), start_new_session=True,
+        stdout=(state / "mlflow.log").open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    processes.append(("mlflow ui", mlflow_ui))
+    _wait_http_ok(f"http://127.0.0.1:{config.mlflow_port}/health", mlflow_ui, 90, "mlflow ui")
+    urls["mlflow ui"] = f"http://127.0.0.1:{config.mlflow_port}  (log {state / 'mlflow.log'})"
+    return urls
+
+
 def run_stack(config: StackConfig) -> int:
     """Bring the stack up, print its URLs, and block until Ctrl-C or a part dies; always stop every part."""
     ports = [
@@ -99,6 +146,8 @@ def run_stack(config: StackConfig) -> int:
         config.triton_ports.grpc,
         config.triton_ports.metrics,
         config.gateway_port,
+        config.prometheus_port,
+        config.mlflow_port,
     ]
     busy = [p for p in ports if port_in_use(config.host, p)]
     if busy:
@@ -142,15 +191,19 @@ def run_stack(config: StackConfig) -> int:
         )
         processes.append(("gateway", gateway))
         _wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
+        urls = _start_observability(config, processes)
         base = f"http://{config.host}:{config.gateway_port}"
-        print(  # noqa: T201 - the command's output for the person at the terminal
-            f"\nEmoTorch is up (Ctrl-C stops everything)\n"
-            f"  gateway      {base}  (API docs {base}/docs)\n"
-            f"  triton http  http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}\n"
-            f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics\n"
-            f"  try: curl -F image=@face.png -F consent=true {base}/v1/emotions\n",
-            flush=True,
-        )
+        lines = [
+            "",
+            "EmoTorch is up (Ctrl-C stops everything)",
+            f"  gateway        {base}  (API docs {base}/docs)",
+            f"  triton         http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}",
+            f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics",
+            *[f"  {name:<14} {url}" for name, url in urls.items()],
+            f"  try: curl -F image=@face.jpg -F consent=true {base}/v1/emotions",
+            "",
+        ]
+        print("\n".join(lines), flush=True)  # noqa: T201 - the command's output for the person at the terminal
         while not stopping:
             for name, process in processes:
                 if process.poll() is not None:
@@ -158,12 +211,15 @@ def run_stack(config: StackConfig) -> int:
                     return 1
             time.sleep(0.5)
         return 0
-    except (RuntimeError, triton_server.TritonStartError) as e:
+    except (RuntimeError, triton_server.TritonStartError, monitoring.PrometheusError) as e:
         logger.error("%s", e)
         return 1
     finally:
         for name, process in reversed(processes):
             logger.info("stopping %s (pid %d)", name, process.pid)
-            triton_server.stop(process)
+            if name == "triton":
+                triton_server.stop(process)  # Triton stops its own python-backend stubs
+            else:
+                _stop_group(process)
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -137,7 +137,9 @@ def create_app(
     async def emotions(
         state: StateDep,
         image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo (or face crop with mode=face)")],
-        consent: Annotated[bool, Form(description="must be true: the person consents to the analysis")] = False,
+        consent: Annotated[
+            str | None, Form(description="must be 'true': the person consents to the analysis", examples=["true"])
+        ] = None,
         mode: Annotated[
             Mode, Form(description="photo: find every face; face: the image is one face crop")
         ] = Mode.photo,

@@ -43,7 +43,7 @@ _MULTIPART_SCHEMA = {
     "required": ["image", "consent"],
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP photo"},
-        "consent": {"type": "boolean", "description": "must be true"},
+        "consent": {"type": "string", "enum": ["true"], "description": "must be 'true'"},
         "mode": {"type": "string", "enum": ["photo", "face"], "default": "photo"},
         "domains": {"type": "array", "items": {"type": "string", "enum": list(ALL_DOMAINS)}},
         "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
@@ -149,7 +149,7 @@ def _from_query(query: RecommendationQuery, state: State) -> dict[str, float]:
 async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, dict[str, float], ModelRef]:
     form = await request.form()
     image = form.get("image")
-    require_consent(str(form.get("consent", "")).strip().lower() == "true")
+    require_consent(form.get("consent"))
     if not isinstance(image, UploadFile):
         raise UnprocessableError("the form field 'image' (a file) is required")
     domains = [d.strip() for value in form.getlist("domains") for d in str(value).split(",") if d.strip()]
@@ -179,7 +179,12 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
     "/v1/feedback",
     response_model=FeedbackRecorded,
     status_code=201,
-    responses={404: {"description": "unknown recommendation"}, 422: {"description": "invalid event or item"}},
+    responses={
+        400: {"description": "the body is not decodable JSON"},
+        404: {"description": "unknown recommendation"},
+        413: {"description": "the body is over the size limit"},
+        422: {"description": "invalid event or item"},
+    },
 )
 async def feedback(body: FeedbackRequest, state: StateDep) -> FeedbackRecorded:
     """Record what happened to a recommended item (impression, click, like, dismiss, purchase)."""

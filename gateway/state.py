@@ -38,9 +38,9 @@ def get_state(request: Request) -> State:
 StateDep = Annotated[State, Depends(get_state)]
 
 
-def require_consent(consent: bool) -> None:
-    """Refuse any image unless the person consented to its analysis."""
-    if consent is not True:
+def require_consent(consent: object) -> None:
+    """Refuse any image unless the request says consent=true (exactly; "yes", "1" or "on" are not consent)."""
+    if not isinstance(consent, str) or consent.strip().lower() != "true":
         raise ConsentRequiredError(
             "the form field 'consent' must be 'true': images are analysed only with the person's consent"
         )

@@ -94,18 +94,23 @@ def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         triton_server.stop(process)
 
 
+@dataclass(frozen=True)
+class RunningGateway:
+    url: str
+    pid: int
+
+
 @pytest.fixture(scope="session")
-def gateway_url(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gateway(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     port = free_port()
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{log.parent / 'feedback.db'}"}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+            [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url,
+             "--log-level", "warning"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -118,7 +123,7 @@ def gateway_url(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory)
                 pass
             assert time.monotonic() < deadline, f"gateway not ready:\n{log.read_text()[-4000:]}"
             time.sleep(0.2)
-        yield url
+        yield RunningGateway(url, process.pid)
     finally:
         process.terminate()
         try:
@@ -126,3 +131,8 @@ def gateway_url(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(gateway: RunningGateway) -> str:
+    return gateway.url

@@ -75,7 +75,7 @@ def test_a_larger_face_photo_is_resized_like_training_data(gateway_url: str) -> 
     assert big_answer["emotion"] == small_answer["emotion"]
 
 
-@pytest.mark.parametrize("consent", [None, "false", "no"])
+@pytest.mark.parametrize("consent", [None, "false", "no", "yes", "1", "on", ""])
 def test_no_consent_no_analysis(gateway_url: str, consent: str | None) -> None:
     _, face = next(iter(generate_faces(1, seed=1)))
     response = post_face(gateway_url, face, consent=consent)

@@ -25,6 +25,13 @@ logger = logging.getLogger(__name__)
 
 _TIMEOUT_STATUSES = {"StatusCode.DEADLINE_EXCEEDED"}
 _BAD_INPUT_STATUSES = {"StatusCode.INVALID_ARGUMENT"}
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),  # tritonclient's defaults, which channel_args replace
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,8 @@ class TritonClassifier:
     """Classify batches of face crops with the model served by Triton."""
 
     def __init__(self, url: str, model_name: str, timeout_s: float, retry_after_s: int = 5) -> None:
-        self._client = InferenceServerClient(url)
+        # Reconnect fast after Triton restarts: gRPC's default backoff grows to two minutes.
+        self._client = InferenceServerClient(url, channel_args=_CHANNEL_ARGS)
         self._url = url
         self.model_name = model_name
         self.timeout_s = timeout_s

@@ -98,39 +98,54 @@ def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 class RunningGateway:
     url: str
     pid: int
+    workdir: Path  # its log and feedback database
 
 
-@pytest.fixture(scope="session")
-def gateway(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def spawn_gateway(triton_grpc_url: str, workdir: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a gateway subprocess on a free port (feedback DB and log in `workdir`); wait until it is ready."""
     port = free_port()
-    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{log.parent / 'feedback.db'}"}
+    log = workdir / f"gateway-{port}.log"
+    env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{workdir / 'feedback.db'}"}
+    env |= {f"EMOTORCH_{k.upper()}": v for k, v in settings.items()}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url,
+            [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton_grpc_url,
              "--log-level", "warning"],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"gateway exited:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"gateway not ready:\n{log.read_text()[-4000:]}"
-            time.sleep(0.2)
-        yield RunningGateway(url, process.pid)
-    finally:
-        process.terminate()
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited:\n{log.read_text()[-4000:]}")
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_gateway(process)
+            raise RuntimeError(f"gateway not ready:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+
+
+def stop_gateway(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    process, url = spawn_gateway(triton.grpc_url, workdir)
+    try:
+        yield RunningGateway(url, process.pid, workdir)
+    finally:
+        stop_gateway(process)
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,13 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
+from gateway.admin import router as admin_router
 from gateway.analysis import Mode, analyse
 from gateway.catalog import load_catalog
 from gateway.detection import FaceDetector, HaarFaceDetector
@@ -28,10 +30,11 @@ from gateway.errors import GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, outcome
+from gateway.ratelimit import RateLimit
 from gateway.recommendations_api import router as recommendations_router
 from gateway.schemas import EmotionsResponse, FaceResult, Health, ModelRef, Readiness
 from gateway.settings import Settings
-from gateway.state import StateDep, require_consent
+from gateway.state import CatalogHolder, StateDep, require_consent
 from gateway.triton import TritonClassifier
 
 logger = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ def create_app(
         client = triton or TritonClassifier(
             settings.triton_url, settings.model_name, settings.triton_timeout_s, settings.retry_after_s
         )
-        catalog = load_catalog(settings.catalog_path)  # a bad catalog stops start-up, naming the row
+        catalog = CatalogHolder(load_catalog(settings.catalog_path))  # a bad catalog stops start-up, naming the row
         store = FeedbackStore(settings.database_url)
         retention_s = settings.feedback_retention_days * 86400.0
 
@@ -88,9 +91,20 @@ def create_app(
         "Images are analysed in memory, only with consent, and never stored.",
         lifespan=lifespan,
     )
+    # Middleware runs outermost-last-added: CORS, then the rate limit, then the body limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RateLimit, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization"],
+            expose_headers=["retry-after"],
+        )
     install_error_handlers(app)
     app.include_router(recommendations_router)
+    app.include_router(admin_router)
 
     @app.middleware("http")
     async def _time_requests(request: Request, call_next: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.catalog import DEFAULT_CATALOG
@@ -26,3 +26,7 @@ class Settings(BaseSettings):
     catalog_path: Path = Field(DEFAULT_CATALOG, description="recommendation catalog CSV")
     recommendation_seed: int | None = Field(None, description="fixed seed: deterministic rankings (tests)")
     feedback_retention_days: float = Field(365.0, gt=0, description="feedback older than this is deleted")
+    rate_limit_per_s: float = Field(20.0, ge=0, description="requests per second per client on /v1/ (0: off)")
+    rate_limit_burst: int = Field(40, ge=1, description="requests a client may burst above the rate")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes (unset: disabled)")

@@ -24,13 +24,20 @@ class State(TypedDict):
     store: FeedbackStore
 
 
+class CatalogHolder:
+    """The catalog in use; admin reloads swap `current` (lifespan state is copied per request, this is not)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.current = catalog
+
+
 def get_state(request: Request) -> State:
     return State(
         settings=request.state.settings,
         triton=request.state.triton,
         detector=request.state.detector,
         metrics=request.state.metrics,
-        catalog=request.state.catalog,
+        catalog=request.state.catalog.current,
         store=request.state.store,
     )
 

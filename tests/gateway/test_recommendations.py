@@ -24,7 +24,7 @@ LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 def settings(tmp_path: Path) -> Settings:
     database_url = f"sqlite:///{tmp_path / 'f.db'}"
     return Settings(triton_url=f"127.0.0.1:{free_port()}", model_wait_s=0, database_url=database_url,
-                    recommendation_seed=7)  # fmt: skip
+                    rate_limit_per_s=0, recommendation_seed=7)  # fmt: skip
 
 
 @pytest.fixture

@@ -164,3 +164,64 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(gateway: Run
     assert result.returncode == 0, output[-6000:]
     assert generated is not None and int(generated.group(1)) >= 1000, output[-3000:]
     print(f"schemathesis: {generated.group(1)} generated cases, no failure")  # noqa: T201
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def test_every_route_that_takes_an_image_requires_consent(gateway: RunningGateway) -> None:
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    image_routes = [
+        path
+        for path, operations in spec["paths"].items()
+        for operation in operations.values()
+        if "image"
+        in _resolve(
+            spec, operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {})
+        ).get("properties", {})  # fmt: skip
+    ]
+    assert set(image_routes) == {"/v1/emotions", "/v1/recommendations"}
+    for path in image_routes:
+        for consent in (None, "false", "yes"):
+            data = {} if consent is None else {"consent": consent}
+            response = httpx.post(f"{gateway.url}{path}", files={"image": ("p.jpg", JPEG)}, data=data, timeout=30)
+            assert response.status_code == 422 and "consent" in response.json()["detail"], (path, consent)
+
+
+def test_no_trace_of_an_image_is_left_in_logs_temp_files_or_the_database(gateway: RunningGateway) -> None:
+    import tempfile
+    import time as clock
+
+    from PIL import PngImagePlugin
+
+    sentinel = b"EMOTORCH-SENTINEL-5c1e9b2f"
+    started = clock.time()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", sentinel.decode())
+    carrying = encode(PHOTO, "PNG", pnginfo=info)
+    big = carrying + sentinel * 200_000  # trailing bytes push the upload over Starlette's 1 MB spool threshold
+    assert sentinel in carrying and len(big) > 2 * 1024 * 1024
+    for data, name in ((carrying, f"{sentinel.decode()}.png"), (big, "big.png")):
+        for route in ("/v1/emotions", "/v1/recommendations"):
+            httpx.post(f"{gateway.url}{route}", files={"image": (name, data)}, data={"consent": "true"}, timeout=60)
+        httpx.post(f"{gateway.url}/v1/emotions", files={"image": (name, data)}, timeout=60)  # refused: no consent
+    clock.sleep(1)
+    searched = 0
+    places = [gateway.workdir, Path(tempfile.gettempdir())]
+    for root in places:
+        for path in root.rglob("*"):
+            try:
+                if not path.is_file() or path.stat().st_mtime < started - 1 or path.stat().st_size > 200 * 1024 * 1024:
+                    continue
+                content = path.read_bytes()
+            except OSError:
+                continue
+            searched += 1
+            assert sentinel not in content, f"image bytes found in {path}"
+    db_files = list(gateway.workdir.glob("feedback.db*"))
+    assert db_files and all(sentinel not in p.read_bytes() for p in db_files)
+    assert any(p.name.startswith("gateway-") for p in gateway.workdir.iterdir())  # the log was searched too
+    assert searched > 0

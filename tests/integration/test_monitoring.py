@@ -55,7 +55,7 @@ def stack(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> It
     """A dedicated gateway (its own metrics) and a Prometheus scraping it and Triton every second."""
     work = tmp_path_factory.mktemp("monitoring")
     port, prometheus_port = free_port(), free_port()
-    env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{work / 'feedback.db'}"}
+    env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{work / 'feedback.db'}", "EMOTORCH_RATE_LIMIT_PER_S": "0"}
     log = (work / "gateway.log").open("wb")
     gateway = subprocess.Popen(
         [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url],

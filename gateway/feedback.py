@@ -90,6 +90,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged event is on disk
     cursor.execute("PRAGMA busy_timeout=5000")  # wait for another writer instead of failing
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA cache_size=-1024")  # 1 MiB page cache per pooled connection: bounded memory
     cursor.close()
 
 

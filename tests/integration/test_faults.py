@@ -189,3 +189,50 @@ def test_acknowledged_feedback_survives_a_gateway_kill(stack: Stack, tmp_path: P
         stored = db.execute("select count(*) from events where recommendation_id = ?",
                             (rec["recommendation_id"],)).fetchone()[0]  # fmt: skip
     assert acknowledged == len(items) * 4 == stored
+
+
+def _repository_is_valid(stack: Stack) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    model_dir = stack.repository / "emotion"
+    text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    for entry in model_dir.iterdir():
+        if entry.name.isdigit():
+            files = sorted(p.name for p in entry.iterdir() if p.name != "__pycache__")  # Triton's import cache
+            assert files == ["labels.txt", "metadata.json", "model.pt", "model.py"], entry
+        else:
+            assert entry.name == "config.pbtxt" or entry.name.startswith(".staging-"), entry
+
+
+def test_publish_killed_midway_leaves_a_valid_repository(stack: Stack, pipeline_project: Path) -> None:
+    """SIGKILL publish the moment its staging folder appears (mid-copy), several times; then publish again."""
+    model_dir = stack.repository / "emotion"
+    interrupted = 0
+    for _ in range(5):
+        before = set(stack.versions())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.publish", "--params", str(stack.workdir / "params.yaml"),
+             "--model", str(pipeline_project / "models" / "model.pt"),
+             "--metadata", str(pipeline_project / "models" / "export.json"),
+             "--repository", str(stack.repository), "--receipt", str(stack.workdir / "killed.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if any(p.name.startswith(".staging-") for p in model_dir.iterdir()):
+                process.kill()
+                break
+            time.sleep(0.0005)
+        process.wait()
+        interrupted += process.returncode == -signal.SIGKILL and set(stack.versions()) == before
+        _repository_is_valid(stack)
+    # The next publish cleans up and serves its version; Triton never saw a half-written one.
+    result = stack.publish(pipeline_project / "models" / "model.pt", pipeline_project / "models" / "export.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(model_dir.glob(".staging-*"))
+    _repository_is_valid(stack)
+    answer = httpx.post(f"{stack.url}/v1/emotions", files={"image": ("f.png", FACE)},
+                        data={"consent": "true", "mode": "face"}, timeout=30).json()  # fmt: skip
+    assert answer["model"]["version"] == stack.versions()[-1]
+    print(f"publish killed mid-copy {interrupted} of 5 times; repository valid every time")  # noqa: T201

@@ -103,7 +103,10 @@ class FeedbackStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
         self._stats_ttl_s = stats_ttl_s
-        self._stats_cache: tuple[float, FeedbackStats] | None = None
+        self._stats: FeedbackStats | None = None
+        self._stats_catalog: Catalog | None = None
+        self._last_event_id = 0
+        self._refreshed_at = 0.0
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -163,7 +166,7 @@ class FeedbackStore:
                 )
             )
         with self._lock:
-            self._stats_cache = None
+            self._refreshed_at = 0.0  # this process's next ranking sees its own event
         key = result.inserted_primary_key
         assert key is not None
         top = max(probabilities, key=lambda label: probabilities[label]) if probabilities else "unknown"
@@ -177,8 +180,9 @@ class FeedbackStore:
             conn.execute(delete(events).where(events.c.recommendation_id.in_(old)))
             conn.execute(delete(recommended_items).where(recommended_items.c.recommendation_id.in_(old)))
             removed = conn.execute(delete(recommendations).where(recommendations.c.created_at < cutoff)).rowcount
-        with self._lock:
-            self._stats_cache = None
+        if removed:
+            with self._lock:
+                self._stats = None  # deleted events cannot be subtracted incrementally: rebuild
         return int(removed or 0)
 
     def count_events(self) -> int:
@@ -190,38 +194,69 @@ class FeedbackStore:
 
         Per item and recommendation: successes = clicks + likes + purchases; failures = impressions not
         followed by a success, plus dismissals. Each counts toward the emotions in proportion to the
-        recommendation's probability vector.
+        recommendation's probability vector. Kept incrementally: a refresh reads only the recommendations
+        that received events since the last one (so its cost does not grow with the history), and every
+        replica reading the same database converges on the same figures.
         """
         with self._lock:
-            if self._stats_cache and time.monotonic() - self._stats_cache[0] < self._stats_ttl_s:
-                return self._stats_cache[1]
-        query = (
-            select(
-                events.c.recommendation_id,
-                events.c.item_id,
-                events.c.event,
-                func.count(),
-                recommendations.c.probabilities,
-            )
-            .join(recommendations, recommendations.c.id == events.c.recommendation_id)
-            .group_by(events.c.recommendation_id, events.c.item_id, events.c.event, recommendations.c.probabilities)
-        )
-        tallies: dict[tuple[str, str], dict[str, int]] = {}
-        weights: dict[str, np.ndarray] = {}
+            fresh = time.monotonic() - self._refreshed_at < self._stats_ttl_s
+            if self._stats is not None and self._stats_catalog is catalog and fresh:
+                return self._stats
+            if self._stats is None or self._stats_catalog is not catalog:
+                base, last_id = FeedbackStats.empty(catalog), 0
+            else:  # copy: a ranking may still be reading the previous arrays
+                base = FeedbackStats(self._stats.successes.copy(), self._stats.failures.copy())
+                last_id = self._last_event_id
+            self._stats, self._last_event_id = self._apply_events_since(catalog, base, last_id)
+            self._stats_catalog, self._refreshed_at = catalog, time.monotonic()
+            return self._stats
+
+    def _apply_events_since(self, catalog: Catalog, stats: FeedbackStats, last_id: int) -> tuple[FeedbackStats, int]:
         with self.engine.connect() as conn:
-            for recommendation_id, item_id, event_name, n, probabilities in conn.execute(query):
-                tallies.setdefault((recommendation_id, item_id), {})[event_name] = int(n)
-                if recommendation_id not in weights:
-                    p = json.loads(probabilities)
-                    weights[recommendation_id] = np.array([float(p.get(label, 0.0)) for label in catalog.labels])
-        stats = FeedbackStats.empty(catalog)
-        for (recommendation_id, item_id), counts in tallies.items():
+            max_id = conn.execute(select(func.max(events.c.id))).scalar_one() or 0
+            if max_id <= last_id:
+                return stats, last_id
+            touched = list(
+                conn.execute(select(events.c.recommendation_id).where(events.c.id > last_id).distinct()).scalars()
+            )
+            rows: list[tuple[str, str, str, int]] = []
+            probabilities: dict[str, str] = {}
+            for i in range(0, len(touched), 500):  # bounded IN lists
+                chunk = touched[i : i + 500]
+                rows += [
+                    (r, it, e, int(n))
+                    for r, it, e, n in conn.execute(
+                        select(events.c.recommendation_id, events.c.item_id, events.c.event, events.c.id).where(
+                            events.c.recommendation_id.in_(chunk) & (events.c.id <= max_id)
+                        )
+                    )
+                ]
+                query = select(recommendations.c.id, recommendations.c.probabilities)
+                for recommendation_id, probability_json in conn.execute(query.where(recommendations.c.id.in_(chunk))):
+                    probabilities[recommendation_id] = probability_json
+        before: dict[tuple[str, str], dict[str, int]] = {}
+        after: dict[tuple[str, str], dict[str, int]] = {}
+        for recommendation_id, item_id, event_name, event_id in rows:
+            key = (recommendation_id, item_id)
+            after.setdefault(key, {}).setdefault(event_name, 0)
+            after[key][event_name] += 1
+            if event_id <= last_id:
+                before.setdefault(key, {}).setdefault(event_name, 0)
+                before[key][event_name] += 1
+        for (recommendation_id, item_id), counts in after.items():
             row = catalog.index.get(item_id)
-            if row is None:
+            if row is None or recommendation_id not in probabilities:
                 continue  # an item since removed from the catalog
-            successes = sum(counts.get(e, 0) for e in SUCCESS_EVENTS)
-            failures = max(counts.get("impression", 0) - successes, 0) + counts.get("dismiss", 0)
-            stats.add(row, weights[recommendation_id], successes, failures)
-        with self._lock:
-            self._stats_cache = (time.monotonic(), stats)
-        return stats
+            p = json.loads(probabilities[recommendation_id])
+            weights = np.array([float(p.get(label, 0.0)) for label in catalog.labels])
+            s1, f1 = _outcomes(counts)
+            s0, f0 = _outcomes(before.get((recommendation_id, item_id), {}))
+            if (s1, f1) != (s0, f0):
+                stats.add(row, weights, s1 - s0, f1 - f0)
+        return stats, int(max_id)
+
+
+def _outcomes(counts: dict[str, int]) -> tuple[int, int]:
+    """(successes, failures) of one recommended item from its event counts."""
+    successes = sum(counts.get(e, 0) for e in SUCCESS_EVENTS)
+    return successes, max(counts.get("impression", 0) - successes, 0) + counts.get("dismiss", 0)

@@ -255,3 +255,22 @@ def test_learned_rankings_survive_a_gateway_restart(settings: Settings) -> None:
     assert learned == favourite != before
     with TestClient(create_app(settings)) as restarted:  # a new process on the same database
         assert top_song(restarted) == favourite
+
+
+def test_incremental_stats_equal_a_full_rebuild(tmp_path: Path) -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    live = FeedbackStore(url, stats_ttl_s=0)
+    rng = np.random.default_rng(5)
+    items = [("song-upbeat-pop-01", "songs"), ("food-desserts-02", "food"), ("place-museums-03", "places")]
+    recs = [live.save_recommendation({"happy": 0.6, "sad": 0.4}, items, None, None) for _ in range(4)]
+    for step in range(120):
+        rec, (item, _) = recs[rng.integers(len(recs))], items[rng.integers(len(items))]
+        live.record(rec, item, ["impression", "click", "like", "dismiss", "purchase"][rng.integers(5)])
+        if step % 7 == 0:
+            live.stats(catalog)  # refresh part-way: later refreshes must apply only the difference
+    incremental = live.stats(catalog)
+    rebuilt = FeedbackStore(url).stats(catalog)
+    assert np.allclose(incremental.successes, rebuilt.successes) and np.allclose(incremental.failures, rebuilt.failures)
+    assert incremental.successes.sum() > 0 and incremental.failures.sum() > 0
+    live.close()

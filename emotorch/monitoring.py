@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -12,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+
+from emotorch import processes
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +86,4 @@ def wait_until_ready(process: subprocess.Popen[bytes], port: int, timeout_s: flo
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+    processes.stop(process, timeout_s)

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotorch import monitoring, triton_server
+from emotorch import monitoring, processes, triton_server
 from emotorch.triton_server import TritonPorts
 
 logger = logging.getLogger(__name__)
@@ -94,21 +94,7 @@ def _wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float, 
     raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({url})")
 
 
-def _stop_group(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    """SIGTERM a child's whole process group (mlflow ui and uvicorn have workers), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-
-
-def _start_observability(config: StackConfig, processes: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, str]:
+def _start_observability(config: StackConfig, children: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, str]:
     """Prometheus (scraping the gateway and Triton, with the project's rules) and the MLflow UI."""
     urls: dict[str, str] = {}
     state = config.project_dir / ".cache" / "stack"
@@ -124,7 +110,7 @@ def _start_observability(config: StackConfig, processes: list[tuple[str, subproc
         prometheus = monitoring.start_prometheus(
             prometheus_config, config.prometheus_port, state / "prometheus" / "data", state / "prometheus.log"
         )
-        processes.append(("prometheus", prometheus))
+        children.append(("prometheus", prometheus))
         monitoring.wait_until_ready(prometheus, config.prometheus_port)
         urls["prometheus"] = f"http://127.0.0.1:{config.prometheus_port}  (log {state / 'prometheus.log'})"
     mlflow_ui = subprocess.Popen(
@@ -133,7 +119,7 @@ def _start_observability(config: StackConfig, processes: list[tuple[str, subproc
         cwd=config.project_dir, env=tool_environment(), start_new_session=True,
         stdout=(state / "mlflow.log").open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    processes.append(("mlflow ui", mlflow_ui))
+    children.append(("mlflow ui", mlflow_ui))
     _wait_http_ok(f"http://127.0.0.1:{config.mlflow_port}/health", mlflow_ui, 90, "mlflow ui")
     urls["mlflow ui"] = f"http://127.0.0.1:{config.mlflow_port}  (log {state / 'mlflow.log'})"
     return urls
@@ -162,7 +148,7 @@ def run_stack(config: StackConfig) -> int:
     except (RuntimeError, subprocess.CalledProcessError) as e:
         logger.error("cannot build a model: %s", e)
         return 1
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -172,7 +158,7 @@ def run_stack(config: StackConfig) -> int:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         triton = triton_server.start_triton(config.repository, config.triton_ports, [config.model_name])
-        processes.append(("triton", triton))
+        children.append(("triton", triton))
         triton_server.wait_until_ready(triton, config.triton_ports.http, [config.model_name])
         gateway = subprocess.Popen(
             [
@@ -189,9 +175,9 @@ def run_stack(config: StackConfig) -> int:
             ],
             start_new_session=True,
         )
-        processes.append(("gateway", gateway))
+        children.append(("gateway", gateway))
         _wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
-        urls = _start_observability(config, processes)
+        urls = _start_observability(config, children)
         base = f"http://{config.host}:{config.gateway_port}"
         lines = [
             "",
@@ -205,7 +191,7 @@ def run_stack(config: StackConfig) -> int:
         ]
         print("\n".join(lines), flush=True)  # noqa: T201 - the command's output for the person at the terminal
         while not stopping:
-            for name, process in processes:
+            for name, process in children:
                 if process.poll() is not None:
                     logger.error("%s exited with code %s; stopping the stack", name, process.returncode)
                     return 1
@@ -215,11 +201,11 @@ def run_stack(config: StackConfig) -> int:
         logger.error("%s", e)
         return 1
     finally:
-        for name, process in reversed(processes):
+        for name, process in reversed(children):
             logger.info("stopping %s (pid %d)", name, process.pid)
             if name == "triton":
                 triton_server.stop(process)  # Triton stops its own python-backend stubs
             else:
-                _stop_group(process)
+                processes.stop(process, whole_group=True)
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from emotorch import processes
+
 logger = logging.getLogger(__name__)
 
 
@@ -169,17 +171,9 @@ def _is_ok(url: str) -> bool:
         return False
 
 
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int | None:
     """Stop a child started by `start_triton`: SIGTERM (Triton drains and exits), then SIGKILL."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("Triton did not stop in %.0f s; killing it", timeout_s)
-            os.killpg(process.pid, 9)
-            process.wait()
-    return process.returncode
+    return processes.stop(process, timeout_s)
 
 
 def clear_cache(cache_dir: Path) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from emotorch import __version__, triton_server
 from emotorch.triton_server import TritonPorts
@@ -24,15 +22,8 @@ def _add_triton_ports(parser: argparse.ArgumentParser, offset: int = 0) -> None:
 
 def _cmd_triton(args: argparse.Namespace) -> int:
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
-    process = triton_server.start_triton(args.model_repository, ports, args.model, host=args.host)
-
-    def _forward(signum: int, _frame: Any) -> None:
-        if process.poll() is None:
-            process.send_signal(signum)
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, _forward)
-    return process.wait()
+    triton_server.exec_triton(args.model_repository, ports, args.model, host=args.host)
+    return 1  # not reached: exec replaced this process
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

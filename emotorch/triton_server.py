@@ -117,6 +117,17 @@ def triton_command(
     return command
 
 
+def _launch_spec(
+    repository: Path, ports: TritonPorts, models: list[str] | None, cache_dir: Path | None, host: str
+) -> tuple[list[str], dict[str, str]]:
+    models = ["emotion"] if models is None else models
+    cache_dir = cache_dir or Path(os.environ.get("EMOTORCH_CACHE_DIR", Path.home() / ".cache" / "emotorch"))
+    backend_dir = prepare_backend_dir(cache_dir)
+    command = triton_command(repository, ports, models, backend_dir, f"emotorch{os.getpid()}p{ports.grpc}", host)
+    logger.info("starting Triton: %s", " ".join(command))
+    return command, triton_environment()
+
+
 def start_triton(
     repository: Path,
     ports: TritonPorts,
@@ -126,23 +137,22 @@ def start_triton(
     host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
     """Start tritonserver as a child process (its own process group) and return it without waiting."""
-    models = ["emotion"] if models is None else models
-    cache_dir = cache_dir or Path(os.environ.get("EMOTORCH_CACHE_DIR", Path.home() / ".cache" / "emotorch"))
-    backend_dir = prepare_backend_dir(cache_dir)
-    command = triton_command(repository, ports, models, backend_dir, f"emotorch{os.getpid()}p{ports.grpc}", host)
-    logger.info("starting Triton: %s", " ".join(command))
+    command, env = _launch_spec(repository, ports, models, cache_dir, host)
     out = log_file.open("ab") if log_file else None
     try:
         return subprocess.Popen(
-            command,
-            env=triton_environment(),
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,
+            command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
         )
     finally:
         if out:
             out.close()
+
+
+def exec_triton(repository: Path, ports: TritonPorts, models: list[str] | None = None, host: str = "127.0.0.1") -> None:
+    """Replace this process with tritonserver: signals (Ctrl-C, SIGTERM) reach Triton itself and nothing is
+    left behind if the caller kills this PID."""
+    command, env = _launch_spec(repository, ports, models, None, host)
+    os.execve(command[0], command, env)
 
 
 def wait_until_ready(

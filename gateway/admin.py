@@ -9,21 +9,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from gateway.catalog import CatalogError, load_catalog
-from gateway.errors import GatewayError
+from gateway.errors import ForbiddenError, UnauthorizedError, UnprocessableError
 from gateway.state import StateDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-class UnauthorizedError(GatewayError):
-    status, title = 401, "Unauthorized"
-
-
-class ForbiddenError(GatewayError):
-    status, title = 403, "Forbidden"
-
-
-class InvalidCatalogError(GatewayError):
+class InvalidCatalogError(UnprocessableError):
     status, title = 422, "Invalid catalog"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,31 @@ class ModelUnavailableError(GatewayError):
 
 class InferenceTimeoutError(GatewayError):
     status, title = 504, "Inference timed out"
+
+
+class UnauthorizedError(GatewayError):
+    status, title = 401, "Unauthorized"
+
+
+class ForbiddenError(GatewayError):
+    status, title = 403, "Forbidden"
+
+
+class NotFoundError(GatewayError):
+    status, title = 404, "Not found"
+
+
+class UnprocessableError(GatewayError):
+    status, title = 422, "Unprocessable request"
+
+
+async def send_problem(send: Send, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Answer a problem-details response from ASGI middleware, before the app (and its handlers) runs."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    raw_headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import PROBLEM_JSON
+from gateway.errors import send_problem
+
+_CLOSE = {"Connection": "close"}  # the unread body makes the connection unusable
 
 
 class BodySizeLimit:
@@ -29,11 +29,11 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _problem(send, 400, "Bad request", "the Content-Length header is not a number")
+                await send_problem(send, 400, "Bad request", "the Content-Length header is not a number", _CLOSE)
                 return
             if int(declared) > self.max_bytes:
                 detail = f"the request body is {int(declared)} bytes; the limit is {self.max_bytes}"
-                await _problem(send, 413, "Payload too large", detail)
+                await send_problem(send, 413, "Payload too large", detail, _CLOSE)
                 return
         received = 0
 
@@ -47,10 +47,3 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
-
-
-async def _problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
-    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import OrderedDict
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import PROBLEM_JSON
+from gateway.errors import send_problem
 
 MAX_CLIENTS = 10_000  # buckets kept; the least recently seen client is forgotten first
 
@@ -54,7 +53,4 @@ class RateLimit:
             return
         retry_after = str(max(1, math.ceil(wait)))
         detail = f"too many requests from this client: at most {self.rate_per_s:g} per second; retry in {retry_after} s"
-        body = json.dumps({"type": "about:blank", "title": "Too many requests", "status": 429, "detail": detail})
-        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"retry-after", retry_after.encode())]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body.encode()})
+        await send_problem(send, 429, "Too many requests", detail, {"Retry-After": retry_after})

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gateway.analysis import Mode, analyse
-from gateway.errors import BadInputError, GatewayError, UnsupportedImageError
+from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedImageError
 from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
 from gateway.recommendation import align, rank
 from gateway.schemas import (
@@ -28,14 +28,6 @@ from gateway.schemas import (
 from gateway.state import State, StateDep, require_consent
 
 router = APIRouter(tags=["recommendations"])
-
-
-class NotFoundError(GatewayError):
-    status, title = 404, "Not found"
-
-
-class UnprocessableError(GatewayError):
-    status, title = 422, "Unprocessable request"
 
 
 _MULTIPART_SCHEMA = {

@@ -7,6 +7,7 @@ tests fail.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,12 @@ def spawn_gateway(triton_grpc_url: str, workdir: Path, **settings: str) -> tuple
             stop_gateway(process)
             raise RuntimeError(f"gateway not ready:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
 
 
 def stop_gateway(process: subprocess.Popen[bytes]) -> None:

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from tests.integration.conftest import RunningGateway
+from tests.integration.conftest import RunningGateway, rss_kib
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -131,21 +131,16 @@ def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 30
 
 
-def _rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-
-
 def test_memory_stays_flat_after_a_thousand_bad_requests(gateway: RunningGateway) -> None:
     bad = [c for c in CASES if c[3] != {200} and c[0] not in ("oversized upload", "decompression bomb")]
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
         for _, route, kwargs, _ in bad * 3:  # warm up allocators and caches first
             client.post(route, **kwargs)
-        before = _rss_kib(gateway.pid)
+        before = rss_kib(gateway.pid)
         for i in range(1000):
             _, route, kwargs, expected = bad[i % len(bad)]
             assert client.post(route, **kwargs).status_code in expected
-        after = _rss_kib(gateway.pid)
+        after = rss_kib(gateway.pid)
     print(f"gateway RSS {before} KiB -> {after} KiB after 1000 bad requests")  # noqa: T201
     assert after < before * 1.05 + 2048, (before, after)
 

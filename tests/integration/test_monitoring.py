@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +16,7 @@ from monitoring.grafana.dashboards import queries
 from pipelines.labels import LABELS
 from pipelines.synthetic import GeneratorConfig, generate_faces
 from tests.conftest import free_port, png_bytes
-from tests.integration.conftest import RunningTriton
+from tests.integration.conftest import RunningTriton, spawn_gateway, stop_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,33 +51,20 @@ class Stack:
 def stack(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A dedicated gateway (its own metrics) and a Prometheus scraping it and Triton every second."""
     work = tmp_path_factory.mktemp("monitoring")
-    port, prometheus_port = free_port(), free_port()
-    env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{work / 'feedback.db'}", "EMOTORCH_RATE_LIMIT_PER_S": "0"}
-    log = (work / "gateway.log").open("wb")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port), "--triton-url", triton.grpc_url],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    config = monitoring.render_config(work, [f"127.0.0.1:{port}"], [f"127.0.0.1:{triton.ports.metrics}"], interval_s=1)
-    prometheus = monitoring.start_prometheus(config, prometheus_port, work / "data", work / "prometheus.log")
+    prometheus_port = free_port()
+    gateway, url = spawn_gateway(triton.grpc_url, work, rate_limit_per_s="0")
     try:
-        monitoring.wait_until_ready(prometheus, prometheus_port)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and gateway.poll() is None, (work / "gateway.log").read_text()
-            time.sleep(0.2)
-        yield Stack(url, f"http://127.0.0.1:{prometheus_port}")
+        port = url.rsplit(":", 1)[1]
+        targets = ([f"127.0.0.1:{port}"], [f"127.0.0.1:{triton.ports.metrics}"])
+        config = monitoring.render_config(work, *targets, interval_s=1)
+        prometheus = monitoring.start_prometheus(config, prometheus_port, work / "data", work / "prometheus.log")
+        try:
+            monitoring.wait_until_ready(prometheus, prometheus_port)
+            yield Stack(url, f"http://127.0.0.1:{prometheus_port}")
+        finally:
+            monitoring.stop(prometheus)
     finally:
-        monitoring.stop(prometheus)
-        gateway.terminate()
-        gateway.wait(timeout=15)
-        log.close()
+        stop_gateway(gateway)
 
 
 def _post_faces(url: str, faces: list[np.ndarray]) -> None:

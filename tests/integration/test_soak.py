@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import random
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,16 +15,12 @@ from skimage import data as skdata
 
 from pipelines.synthetic import generate_faces
 from tests.conftest import png_bytes
-from tests.integration.conftest import RunningGateway
+from tests.integration.conftest import RunningGateway, rss_kib
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REQUESTS = 20_000
 CONCURRENCY = 16
-
-
-def _rss_kib(pid: int) -> int:
-    return int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))  # type: ignore[union-attr]
 
 
 def test_soak_mixed_traffic(gateway: RunningGateway) -> None:
@@ -68,15 +62,15 @@ def test_soak_mixed_traffic(gateway: RunningGateway) -> None:
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         list(pool.map(one, range(-3000, 0)))  # warm-up: caches, allocator arenas, pooled connections
-        before = _rss_kib(gateway.pid)
+        before = rss_kib(gateway.pid)
         started = time.monotonic()
         statuses, samples = [], []
         for chunk in range(0, REQUESTS, 2000):
             statuses += list(pool.map(one, range(chunk, chunk + 2000)))
-            samples.append(_rss_kib(gateway.pid))
+            samples.append(rss_kib(gateway.pid))
         print("RSS samples", samples)  # noqa: T201
         seconds = time.monotonic() - started
-        after = _rss_kib(gateway.pid)
+        after = rss_kib(gateway.pid)
     errors = [s for s in statuses if s >= 400]
     print(  # noqa: T201
         f"soak: {REQUESTS} requests in {seconds:.0f} s ({REQUESTS / seconds:.0f}/s), {len(errors)} errors, "

@@ -11,15 +11,20 @@ export DVC_NO_ANALYTICS := 1
 
 venv: $(STAMP)
 
-# Debian packages: Prometheus (server and promtool) for monitoring and its tests. Installed when running as
-# root on a machine that lacks them; otherwise say what is missing.
+# Debian packages: Prometheus (server and promtool) for monitoring and its tests, Chromium for the demo page's
+# browser tests. Installed when running as root on a machine that lacks them; otherwise say what is missing.
+SYSTEM_PACKAGES := prometheus chromium
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }; \
+	    echo "installing Debian package(s):$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }; \
 	  else \
-	    echo "warning: prometheus is not installed; run: sudo apt-get install -y prometheus" >&2; \
+	    echo "warning: missing Debian package(s):$$missing; run: sudo apt-get install -y$$missing" >&2; \
 	  fi; \
 	fi
 

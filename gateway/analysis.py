@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.detection import FaceDetector
 from gateway.imaging import FER_MARGIN, Box, crop_to_fer, decode_grayscale, whole_image_box
 from gateway.metrics import GatewayMetrics
+from gateway.schemas import FaceResult
 from gateway.triton import ModelInfo, TritonClassifier
 
 
@@ -78,3 +79,14 @@ async def analyse(
     for stage, seconds in timings.items():
         metrics.stage_duration.labels(stage=stage).observe(seconds)
     return Analysis(boxes, probabilities, model, {k: round(v * 1000.0, 3) for k, v in timings.items()})
+
+
+def face_result(box: Box, probabilities: np.ndarray, labels: tuple[str, ...]) -> FaceResult:
+    """One face's answer: its box, the most probable label and every label's probability."""
+    best = int(np.argmax(probabilities))
+    return FaceResult(
+        box=box,
+        emotion=labels[best],
+        confidence=float(probabilities[best]),
+        probabilities={label: float(p) for label, p in zip(labels, probabilities, strict=True)},
+    )

@@ -12,18 +12,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
 from gateway.admin import router as admin_router
-from gateway.analysis import Mode, analyse
+from gateway.analysis import Mode, analyse, face_result
 from gateway.catalog import load_catalog
 from gateway.detection import FaceDetector, HaarFaceDetector
 from gateway.errors import GatewayError, install_error_handlers
@@ -32,7 +33,7 @@ from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, outcome
 from gateway.ratelimit import RateLimit
 from gateway.recommendations_api import router as recommendations_router
-from gateway.schemas import EmotionsResponse, FaceResult, Health, ModelRef, Readiness
+from gateway.schemas import EmotionsResponse, Health, ModelRef, Readiness
 from gateway.settings import Settings
 from gateway.state import CatalogHolder, StateDep, require_consent
 from gateway.triton import TritonClassifier
@@ -41,6 +42,13 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "0.1.0"
 RETENTION_INTERVAL_S = 3600.0  # how often old feedback is deleted
+STATIC_DIR = Path(__file__).parent / "static"  # the demo page: every asset served from here, no CDN
+# The demo page may only talk to this origin and only use the camera here.
+DEMO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
+}
 
 
 def create_app(
@@ -105,6 +113,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(recommendations_router)
     app.include_router(admin_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.middleware("http")
     async def _time_requests(request: Request, call_next: Any) -> Any:
@@ -115,7 +124,16 @@ def create_app(
         metrics.request_duration.labels(
             route=template, method=request.method, outcome=outcome(response.status_code)
         ).observe(time.perf_counter() - started)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if template in ("/", "/static"):
+            response.headers.update(DEMO_HEADERS)
         return response
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        """The demo page: consent, camera or upload, emotion bars, recommendations with feedback buttons."""
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
@@ -167,7 +185,7 @@ def create_app(
         )
         return EmotionsResponse(
             faces=[
-                _face_result(b, p, result.model.labels) for b, p in zip(result.boxes, result.probabilities, strict=True)
+                face_result(b, p, result.model.labels) for b, p in zip(result.boxes, result.probabilities, strict=True)
             ],
             model=ModelRef(name=result.model.name, version=result.model.version),
             timings_ms=result.timings_ms,
@@ -188,13 +206,3 @@ _ERROR_RESPONSES = {
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
-
-
-def _face_result(box: tuple[int, int, int, int], probabilities: np.ndarray, labels: tuple[str, ...]) -> FaceResult:
-    best = int(np.argmax(probabilities))
-    return FaceResult(
-        box=box,
-        emotion=labels[best],
-        confidence=float(probabilities[best]),
-        probabilities={label: float(p) for label, p in zip(labels, probabilities, strict=True)},
-    )

@@ -68,6 +68,15 @@ events = Table(
     Column("event", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
 )
+# One row per deletion (retention purge or a session's erasure): a replica that sees a new row rebuilds its
+# learned state, because deleted events cannot be subtracted from incrementally kept figures.
+deletions = Table(
+    "deletions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", Float, nullable=False),
+    Column("reason", String(16), nullable=False),
+)
 
 
 class UnknownRecommendationError(LookupError):
@@ -106,6 +115,7 @@ class FeedbackStore:
         self._stats: FeedbackStats | None = None
         self._stats_catalog: Catalog | None = None
         self._last_event_id = 0
+        self._last_deletion_id = 0
         self._refreshed_at = 0.0
         self._lock = threading.Lock()
 
@@ -175,15 +185,35 @@ class FeedbackStore:
     def purge(self, older_than_s: float) -> int:
         """Delete recommendations (with their items and events) older than `older_than_s`; return how many."""
         cutoff = time.time() - older_than_s
+        removed, _ = self._delete(recommendations.c.created_at < cutoff, "retention")
+        return removed
+
+    def delete_session(self, session_id: str) -> tuple[int, int]:
+        """Erase everything stored under a session id; return (recommendations, events) deleted."""
+        return self._delete(recommendations.c.session_id == session_id, "erasure")
+
+    def _delete(self, where: Any, reason: str) -> tuple[int, int]:
         with self.engine.begin() as conn:
-            old = select(recommendations.c.id).where(recommendations.c.created_at < cutoff)
-            conn.execute(delete(events).where(events.c.recommendation_id.in_(old)))
-            conn.execute(delete(recommended_items).where(recommended_items.c.recommendation_id.in_(old)))
-            removed = conn.execute(delete(recommendations).where(recommendations.c.created_at < cutoff)).rowcount
+            doomed = select(recommendations.c.id).where(where)
+            removed_events = conn.execute(delete(events).where(events.c.recommendation_id.in_(doomed))).rowcount
+            conn.execute(delete(recommended_items).where(recommended_items.c.recommendation_id.in_(doomed)))
+            removed = conn.execute(delete(recommendations).where(where)).rowcount
+            if removed:
+                conn.execute(insert(deletions).values(created_at=time.time(), reason=reason))
         if removed:
             with self._lock:
-                self._stats = None  # deleted events cannot be subtracted incrementally: rebuild
-        return int(removed or 0)
+                self._stats = None  # rebuild from what is left
+        return int(removed or 0), int(removed_events or 0)
+
+    def session_counts(self, session_id: str) -> tuple[int, int]:
+        """(recommendations, events) stored under a session id."""
+        with self.engine.connect() as conn:
+            ids = select(recommendations.c.id).where(recommendations.c.session_id == session_id)
+            n_recs = conn.execute(select(func.count()).select_from(ids.subquery())).scalar_one()
+            n_events = conn.execute(
+                select(func.count()).select_from(events).where(events.c.recommendation_id.in_(ids))
+            ).scalar_one()
+        return int(n_recs), int(n_events)
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
@@ -202,14 +232,20 @@ class FeedbackStore:
             fresh = time.monotonic() - self._refreshed_at < self._stats_ttl_s
             if self._stats is not None and self._stats_catalog is catalog and fresh:
                 return self._stats
-            if self._stats is None or self._stats_catalog is not catalog:
+            deletion_id = self._latest_deletion()
+            if self._stats is None or self._stats_catalog is not catalog or deletion_id != self._last_deletion_id:
                 base, last_id = FeedbackStats.empty(catalog), 0
+                self._last_deletion_id = deletion_id
             else:  # copy: a ranking may still be reading the previous arrays
                 base = FeedbackStats(self._stats.successes.copy(), self._stats.failures.copy())
                 last_id = self._last_event_id
             self._stats, self._last_event_id = self._apply_events_since(catalog, base, last_id)
             self._stats_catalog, self._refreshed_at = catalog, time.monotonic()
             return self._stats
+
+    def _latest_deletion(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(deletions.c.id))).scalar_one() or 0)
 
     def _apply_events_since(self, catalog: Catalog, stats: FeedbackStats, last_id: int) -> tuple[FeedbackStats, int]:
         with self.engine.connect() as conn:

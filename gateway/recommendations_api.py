@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from gateway.analysis import Mode, analyse
+from gateway.analysis import Mode, analyse, face_result
 from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedImageError
 from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
 from gateway.recommendation import align, rank
 from gateway.schemas import (
     ALL_DOMAINS,
+    SESSION_ID_PATTERN,
     EmotionEstimate,
+    FaceResult,
     FeedbackRecorded,
     FeedbackRequest,
     ModelRef,
     RecommendationQuery,
     RecommendationsResponse,
     RecommendedItem,
+    SessionErased,
 )
 from gateway.state import State, StateDep, require_consent
 
@@ -68,8 +71,10 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
     """Ranked items per domain for the emotion in a photo (multipart) or a given emotion (JSON)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     model: ModelRef | None = None
+    face: FaceResult | None = None
     if content_type == "multipart/form-data":
-        query, probabilities, model = await _from_image(request, state)
+        query, face, model = await _from_image(request, state)
+        probabilities = face.probabilities
         source = "image"
     elif content_type == "application/json":
         query = _parse_json(await request.body())
@@ -111,6 +116,7 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
             for domain, rows in ranked.items()
         },  # fmt: skip
         model=model,
+        face=face,
     )
 
 
@@ -138,7 +144,7 @@ def _from_query(query: RecommendationQuery, state: State) -> dict[str, float]:
     return dict(query.probabilities or {})
 
 
-async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, dict[str, float], ModelRef]:
+async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, FaceResult, ModelRef]:
     form = await request.form()
     image = form.get("image")
     require_consent(form.get("consent"))
@@ -162,9 +168,8 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
                            state["settings"].max_image_pixels)  # fmt: skip
     if not result.boxes:
         raise NotFoundError("no face was found in the image; send a clearer photo or use mode=face")
-    largest = result.probabilities[0]
-    probabilities = {label: float(p) for label, p in zip(result.model.labels, largest, strict=True)}
-    return query, probabilities, ModelRef(name=result.model.name, version=result.model.version)
+    face = face_result(result.boxes[0], result.probabilities[0], result.model.labels)  # the largest face
+    return query, face, ModelRef(name=result.model.name, version=result.model.version)
 
 
 @router.post(
@@ -196,3 +201,21 @@ async def feedback(body: FeedbackRequest, state: StateDep) -> FeedbackRecorded:
 def _domain_of(item_id: str, state: State) -> str:
     row = state["catalog"].index.get(item_id)
     return state["catalog"].items[row].domain if row is not None else "unknown"
+
+
+@router.delete(
+    "/v1/sessions/{session_id}",
+    response_model=SessionErased,
+    tags=["privacy"],
+    responses={422: {"description": "the session id is malformed"}},
+)
+async def erase_session(
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="the opaque id sent with requests")],
+    state: StateDep,
+) -> SessionErased:
+    """Delete every recommendation and feedback event stored under a session id (idempotent).
+
+    The learned rankings are rebuilt from what is left, in every replica.
+    """
+    removed, removed_events = await run_in_threadpool(state["store"].delete_session, session_id)
+    return SessionErased(session_id=session_id, recommendations_deleted=removed, events_deleted=removed_events)

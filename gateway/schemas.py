@@ -79,7 +79,9 @@ class RecommendationQuery(BaseModel):
     probabilities: dict[str, float] | None = Field(None, description="probability by label (renormalised)")
     domains: list[Domain] = Field(default_factory=lambda: list(ALL_DOMAINS), min_length=1, max_length=5)
     k: int = Field(5, ge=1, le=20, description="items per domain")
-    session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="opaque id")
+    session_id: str | None = Field(
+        None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="opaque id; DELETE /v1/sessions/{id} erases it"
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -102,6 +104,7 @@ class RecommendationsResponse(BaseModel):
     emotion: EmotionEstimate
     domains: dict[str, list[RecommendedItem]]
     model: ModelRef | None = Field(None, description="the model that read the image, if one was sent")
+    face: FaceResult | None = Field(None, description="the face the emotion was read from (the largest), for an image")
 
 
 class FeedbackRequest(BaseModel):
@@ -119,3 +122,12 @@ class FeedbackRequest(BaseModel):
 class FeedbackRecorded(BaseModel):
     recorded: bool
     event_id: int
+
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class SessionErased(BaseModel):
+    session_id: str
+    recommendations_deleted: int = Field(description="recommendations served under the session id, now deleted")
+    events_deleted: int = Field(description="feedback events on them, now deleted")

@@ -274,3 +274,43 @@ def test_incremental_stats_equal_a_full_rebuild(tmp_path: Path) -> None:
     assert np.allclose(incremental.successes, rebuilt.successes) and np.allclose(incremental.failures, rebuilt.failures)
     assert incremental.successes.sum() > 0 and incremental.failures.sum() > 0
     live.close()
+
+
+def test_erasing_a_session_deletes_its_feedback_and_what_was_learned(client: TestClient, settings: Settings) -> None:
+    def recommend(session_id: str) -> dict:  # type: ignore[type-arg]
+        body = {"emotion": "sad", "domains": ["songs"], "k": 20, "session_id": session_id}
+        return dict(client.post("/v1/recommendations", json=body).json())
+
+    mine, theirs = recommend("alice-1"), recommend("bob-2")
+    target = mine["domains"]["songs"][-1]["item_id"]
+    for _ in range(30):
+        rec = recommend("alice-1")
+        for event in ("impression", "like"):
+            client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"], "item_id": target,
+                                              "event": event})  # fmt: skip
+    their_song = theirs["domains"]["songs"][0]["item_id"]
+    client.post("/v1/feedback", json={"recommendation_id": theirs["recommendation_id"], "item_id": their_song,
+                                      "event": "like"})  # fmt: skip
+    replica = FeedbackStore(settings.database_url, stats_ttl_s=0)  # another gateway on the same database
+    catalog = load_catalog(DEFAULT_CATALOG)
+    assert replica.stats(catalog).successes[catalog.index[target]].sum() >= 30
+    def position(session_id: str) -> int:
+        shown = [s["item_id"] for s in recommend(session_id)["domains"]["songs"]]
+        return shown.index(target) if target in shown else len(shown)
+
+    learned = position("carol-3")
+    assert learned < 19  # alice's likes lifted the song from last place
+    assert replica.session_counts("alice-1") == (31, 60)
+    assert replica.session_counts("carol-3") == (1, 0)
+
+    erased = client.delete("/v1/sessions/alice-1")
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {"session_id": "alice-1", "recommendations_deleted": 31, "events_deleted": 60}
+    assert replica.session_counts("alice-1") == (0, 0)  # verified in the database, not only by the answer
+    assert replica.session_counts("bob-2") == (1, 1)  # nobody else's feedback
+    assert replica.stats(catalog).successes[catalog.index[target]].sum() < 1  # the replica rebuilt its figures
+    assert position("dave-4") > learned  # and the ranking forgot them
+    assert client.delete("/v1/sessions/alice-1").json()["recommendations_deleted"] == 0  # idempotent
+    assert client.delete("/v1/sessions/not%20valid").status_code == 422
+    assert client.delete("/v1/sessions/" + "x" * 65).status_code == 422
+    replica.close()

@@ -1,0 +1,256 @@
+"""The demo page in a real browser: Playwright driving Debian's Chromium against the real gateway and Triton.
+
+Screenshots are written to test-artifacts/browser/ (or $EMOTORCH_TEST_ARTIFACTS/browser/).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from skimage import data as skdata
+
+from gateway.detection import HaarFaceDetector
+from pipelines.labels import LABELS
+from pipelines.synthetic import _render, expression_for
+from tests.integration.conftest import RunningGateway
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("EMOTORCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+SCREENSHOTS = ARTIFACTS / "browser"
+DOMAINS = ["products", "places", "food", "songs", "movies"]
+FRAME_W, FRAME_H = 320, 240
+
+
+def webcam_frame(detector: HaarFaceDetector) -> np.ndarray:
+    """A 320x240 grayscale webcam frame holding one synthetic happy face (rendered at 192 px).
+
+    Haar cascades find about half of the drawn faces; the first seed whose frame the gateway's own detector
+    finds is used, so the test exercises the camera path, not the detector's recall on cartoons.
+    """
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        face = np.clip(_render(expression_for("happy", 1.0, rng, 0.0), rng), 0, 255).astype(np.uint8)
+        frame = np.full((FRAME_H, FRAME_W), int(np.median(face[:, :4])), dtype=np.uint8)
+        top, left = (FRAME_H - face.shape[0]) // 2, (FRAME_W - face.shape[1]) // 2
+        frame[top : top + face.shape[0], left : left + face.shape[1]] = face
+        if detector.detect(frame):
+            return frame
+    raise AssertionError("no synthetic face frame was detected in 50 seeds")
+
+
+def write_y4m(path: Path, gray: np.ndarray, frames: int = 10) -> None:
+    """A YUV4MPEG2 4:2:0 file showing the grayscale frame (chroma neutral): Chromium's fake camera input."""
+    h, w = gray.shape
+    chroma = np.full((h // 2, w // 2), 128, dtype=np.uint8).tobytes()
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            out.write(b"FRAME\n" + gray.tobytes() + chroma + chroma)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: run `make test` as root or `sudo apt-get install -y chromium`")
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    camera = tmp_path_factory.mktemp("camera") / "face.y4m"
+    write_y4m(camera, webcam_frame(HaarFaceDetector()))
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
+              "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}"],
+    )  # fmt: skip
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, gateway: RunningGateway) -> Iterator[Page]:
+    context = browser.new_context(base_url=gateway.url, viewport={"width": 1000, "height": 1400})
+    page = context.new_page()
+    external: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((gateway.url, "blob:", "data:")) else external.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert external == [], f"the page fetched from elsewhere than the gateway: {external}"
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
+    Image.fromarray(skdata.astronaut()).save(path, format="JPEG", quality=90)
+    return path
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def upload(page: Page, photo: Path) -> dict[str, Any]:
+    """Tick consent, upload the photo, wait for the page to show the answer; return the gateway's JSON."""
+    page.goto("/")
+    page.get_by_label("I consent").check()
+    with page.expect_response("**/v1/recommendations") as answer:
+        page.locator("#photo").set_input_files(photo)
+    assert answer.value.status == 200, answer.value.text()
+    expect(page.locator("#recs-section")).to_be_visible()
+    return dict(answer.value.json())
+
+
+def canvas_pixel(page: Page, x: float, y: float) -> tuple[int, int, int]:
+    rgba = page.evaluate(
+        "([x, y]) => Array.from(document.getElementById('picture').getContext('2d').getImageData(x, y, 1, 1).data)",
+        [x, y],
+    )
+    return int(rgba[0]), int(rgba[1]), int(rgba[2])
+
+
+def assert_answer_shown(page: Page, body: dict[str, Any]) -> None:
+    bars = page.locator("#bars li")
+    expect(bars).to_have_count(len(LABELS))
+    assert [bars.nth(i).get_attribute("data-emotion") for i in range(len(LABELS))] == list(LABELS)
+    label = body["emotion"]["label"]
+    expect(page.locator("#emotion-summary")).to_contain_text(label)
+    meter = page.locator(f'#bars li[data-emotion="{label}"] [role="meter"]')
+    assert int(meter.get_attribute("aria-valuenow") or -1) == round(body["emotion"]["probabilities"][label] * 100)
+    for domain in DOMAINS:
+        items = page.locator(f'section.domain[data-domain="{domain}"] li.item')
+        expect(items).to_have_count(len(body["domains"][domain]))
+        assert items.count() >= 1
+
+
+def test_a_real_photo_shows_the_face_box_emotion_bars_and_recommendations(page: Page, photo: Path) -> None:
+    body = upload(page, photo)
+    assert_answer_shown(page, body)
+    x, y, w, h = body["face"]["box"]
+    scale = min(1.0, 640 / 512)
+    assert canvas_pixel(page, (x + w / 2) * scale, y * scale) == (255, 212, 0)  # the box's yellow edge
+    assert canvas_pixel(page, (x + w / 2) * scale, (y + h / 2) * scale) != (255, 212, 0)  # not filled
+    screenshot(page, "upload-result")
+
+
+def test_feedback_buttons_record_the_event(page: Page, photo: Path, gateway: RunningGateway) -> None:
+    body = upload(page, photo)
+    first = page.locator('section.domain[data-domain="songs"] li.item').first
+    item_id = first.get_attribute("data-item-id")
+    with page.expect_response("**/v1/feedback") as answer:
+        first.get_by_role("button", name="Like").click()
+    assert answer.value.status == 201
+    expect(page.locator("#feedback-status")).to_contain_text("Feedback recorded")
+    expect(first.locator("button.like")).to_have_text("Liked ✓")
+    screenshot(page, "feedback-recorded")
+    with sqlite3.connect(gateway.workdir / "feedback.db") as db:
+        rows = db.execute(
+            "SELECT event FROM events WHERE recommendation_id = ? AND item_id = ?", (body["recommendation_id"], item_id)
+        ).fetchall()
+    assert rows == [("like",)]
+
+
+def test_without_consent_nothing_can_be_sent(page: Page, photo: Path) -> None:
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/v1/recommendations" in r.url else None)
+    page.goto("/")
+    expect(page.get_by_role("button", name="Start camera")).to_be_disabled()
+    expect(page.locator("#photo")).to_be_disabled()
+    # Consent given then withdrawn locks the controls again, and the page's own guard refuses to send.
+    page.get_by_label("I consent").check()
+    expect(page.locator("#photo")).to_be_enabled()
+    page.get_by_label("I consent").uncheck()
+    expect(page.locator("#photo")).to_be_disabled()
+    page.evaluate("analyse(new Blob([new Uint8Array([255, 216, 255])], {type: 'image/jpeg'}))")
+    expect(page.locator("#status")).to_contain_text("Tick the consent box")
+    screenshot(page, "no-consent")
+    assert sent == []
+
+
+def test_webcam_capture_through_the_fake_camera(page: Page) -> None:
+    page.goto("/")
+    page.get_by_label("I consent").check()
+    page.get_by_role("button", name="Start camera").click()
+    expect(page.get_by_role("button", name="Take picture")).to_be_visible()
+    expect(page.locator("#camera")).to_have_js_property("videoWidth", FRAME_W)  # frames arrive from the file
+    screenshot(page, "webcam-preview")
+    with page.expect_response("**/v1/recommendations") as answer:
+        page.get_by_role("button", name="Take picture").click()
+    assert answer.value.status == 200, answer.value.text()
+    body = answer.value.json()
+    assert body["face"] is not None and body["emotion"]["source"] == "image"
+    x, y, w, h = body["face"]["box"]
+    assert x < FRAME_W / 2 < x + w and y < FRAME_H / 2 < y + h  # the face in the middle of the frame
+    assert_answer_shown(page, body)
+    screenshot(page, "webcam-result")
+
+
+def test_keyboard_only_and_a_phone_sized_screen(browser: Browser, gateway: RunningGateway, photo: Path) -> None:
+    context = browser.new_context(base_url=gateway.url, viewport={"width": 375, "height": 667}, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto("/")
+        for _ in range(10):  # tab to the consent box and tick it with the space bar
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "consent":
+                break
+        page.keyboard.press("Space")
+        expect(page.locator("#consent")).to_be_checked()
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "camera-start"
+        with page.expect_response("**/v1/recommendations"):
+            page.locator("#photo").set_input_files(photo)
+        expect(page.locator("#recs-section")).to_be_visible()
+        first_like = page.locator("li.item button.like").first
+        first_like.focus()
+        with page.expect_response("**/v1/feedback") as answer:
+            page.keyboard.press("Enter")
+        assert answer.value.status == 201
+        # Nothing wider than the screen, and every control has a name a screen reader can read.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        unnamed = page.evaluate(
+            """() => [...document.querySelectorAll('button, input')].filter((e) => {
+                   const name = e.getAttribute('aria-label') || e.textContent.trim() ||
+                                [...(e.labels || [])].map((l) => l.textContent.trim()).join('');
+                   return !name;
+               }).map((e) => e.outerHTML)"""
+        )
+        assert unnamed == []
+        screenshot(page, "phone")
+    finally:
+        context.close()
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(gateway: RunningGateway) -> None:
+    import httpx
+
+    response = httpx.get(f"{gateway.url}/", timeout=10)
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    for asset in ("/static/demo.js", "/static/demo.css"):
+        assert httpx.get(f"{gateway.url}{asset}", timeout=10).status_code == 200
+    assert "http" not in response.text.replace("http-equiv", "")  # no absolute URL: nothing from a CDN
+    _ = json, io, cv2  # (imports used by helpers above)

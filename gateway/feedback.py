@@ -38,6 +38,10 @@ from sqlalchemy import (
 from gateway.catalog import Catalog
 from gateway.recommendation import FeedbackStats
 
+# A full rebuild of the learned state this often: on PostgreSQL several writers can commit ids out of order,
+# so an event with a lower id than one already read may become visible later; the incremental refresh would
+# miss it, the periodic rebuild picks it up.
+FULL_REBUILD_S = 300.0
 EVENTS = ("impression", "click", "like", "dismiss", "purchase")
 SUCCESS_EVENTS = ("click", "like", "purchase")
 
@@ -116,6 +120,7 @@ class FeedbackStore:
         self._stats_catalog: Catalog | None = None
         self._last_event_id = 0
         self._last_deletion_id = 0
+        self._rebuilt_at = 0.0
         self._refreshed_at = 0.0
         self._lock = threading.Lock()
 
@@ -233,9 +238,10 @@ class FeedbackStore:
             if self._stats is not None and self._stats_catalog is catalog and fresh:
                 return self._stats
             deletion_id = self._latest_deletion()
-            if self._stats is None or self._stats_catalog is not catalog or deletion_id != self._last_deletion_id:
+            stale = time.monotonic() - self._rebuilt_at > FULL_REBUILD_S or deletion_id != self._last_deletion_id
+            if self._stats is None or self._stats_catalog is not catalog or stale:
                 base, last_id = FeedbackStats.empty(catalog), 0
-                self._last_deletion_id = deletion_id
+                self._last_deletion_id, self._rebuilt_at = deletion_id, time.monotonic()
             else:  # copy: a ranking may still be reading the previous arrays
                 base = FeedbackStats(self._stats.successes.copy(), self._stats.failures.copy())
                 last_id = self._last_event_id

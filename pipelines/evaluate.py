@@ -19,11 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from pipelines.export import load_checkpoint
 from pipelines.ingest import load_split
 from pipelines.labels import LABELS
 from pipelines.scoring import (
+    abstention_on,
+    abstention_threshold,
     confusion_matrix,
     expected_calibration_error,
     fit_temperature,
@@ -70,14 +73,22 @@ def behavioural_checks(net: torch.nn.Module, images: np.ndarray, mean: float, st
     }
 
 
-def evaluate(checkpoint: Path, table: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """All evaluation figures, and the raw material for plots (confusion pairs, reliability tables)."""
+def evaluate(
+    checkpoint: Path, table: Path, abstain_target_precision: float = 0.9
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """All evaluation figures, and the raw material for plots (confusion pairs, reliability tables).
+
+    The abstention threshold is chosen on validation predictions after temperature scaling (what the served
+    model outputs) and then checked once on test.
+    """
     net, meta = load_checkpoint(checkpoint)
     mean, std = meta["mean"], meta["std"]
     val_images, val_labels = load_split(table, "validation")
     test_images, test_labels = load_split(table, "test")  # read once, here and nowhere else
 
-    temperature = fit_temperature(logits_of(net, val_images, mean, std), val_labels)
+    val_logits = logits_of(net, val_images, mean, std)
+    temperature = fit_temperature(val_logits, val_labels)
+    abstention = abstention_threshold(softmax(val_logits, temperature), val_labels, abstain_target_precision)
     test_logits = logits_of(net, test_images, mean, std)
     before, after = softmax(test_logits), softmax(test_logits, temperature)
     predicted = before.argmax(1)  # temperature scaling never changes the argmax
@@ -93,6 +104,15 @@ def evaluate(checkpoint: Path, table: Path) -> tuple[dict[str, Any], dict[str, A
         "ece_before": expected_calibration_error(before, test_labels),
         "ece_after": expected_calibration_error(after, test_labels),
         "behaviour": behavioural_checks(net, val_images, mean, std),
+        "abstention": {
+            "target_precision": abstention.target_precision,
+            "threshold": abstention.threshold,
+            "target_reached": abstention.reached,
+            "validation_precision": abstention.precision,
+            "validation_coverage": abstention.coverage,
+            **dict(zip(("test_precision", "test_coverage"), abstention_on(after, test_labels, abstention.threshold),
+                       strict=True)),
+        },
     }
     plots = {
         "confusion": [
@@ -139,10 +159,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True, help="eval.json to write")
     parser.add_argument("--plots-dir", type=Path, required=True, help="folder for confusion/reliability CSVs")
+    parser.add_argument("--params", type=Path, default=None, help="params.yaml (evaluate.abstain_target_precision)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    metrics, plots = evaluate(args.checkpoint, args.table)
+    target = 0.9
+    if args.params is not None:
+        target = float(yaml.safe_load(args.params.read_text()).get("evaluate", {}).get("abstain_target_precision", 0.9))
+    metrics, plots = evaluate(args.checkpoint, args.table, target)
+    if not metrics["abstention"]["target_reached"]:
+        logger.warning("no confidence threshold reaches precision %.2f on validation: every face will be answered "
+                       "'uncertain'", target)  # fmt: skip
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     _write_csv(plots["confusion"], args.plots_dir / "confusion.csv")
@@ -160,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         flat = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, float)}
         flat |= {f"test_recall_{k}": v for k, v in metrics["per_class_recall"].items()}
         flat |= {f"behaviour_{k}": v for k, v in metrics["behaviour"].items() if isinstance(v, float)}
+        flat |= {f"abstention_{k}": v for k, v in metrics["abstention"].items() if isinstance(v, float)}
         mlflow.log_metrics(flat)
         for name in ("confusion.png", "per_class.csv", "reliability.csv"):
             mlflow.log_artifact(str(args.plots_dir / name), artifact_path="evaluation")

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evaluation", type=Path, required=True, help="eval.json (temperature, test metrics)")
     parser.add_argument("--out", type=Path, required=True, help="TorchScript file to write")
     parser.add_argument("--metadata", type=Path, required=True, help="export metadata JSON to write")
+    parser.add_argument("--data-metrics", type=Path, default=None, help="ingest's data.json (for the model card)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -116,9 +117,12 @@ def main(argv: list[str] | None = None) -> None:
         "reference": prediction_reference(scripted, images, meta["labels"]),
         "evaluation": {
             k: evaluation[k]
-            for k in ("accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after", "behaviour", "test_rows")
+            for k in ("accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after", "behaviour", "test_rows",
+                      "abstention")
         },  # fmt: skip
     }
+    if args.data_metrics is not None:
+        metadata["data"] = json.loads(args.data_metrics.read_text())
     args.metadata.write_text(json.dumps(metadata, indent=2) + "\n")
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

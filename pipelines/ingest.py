@@ -179,6 +179,8 @@ def ingest(params: DataParams) -> tuple[pd.DataFrame, dict[str, Any]]:
     records = load_records(params.source, Path(params.path), params.validation_fraction, params.seed)
     table, dropped = apply_policies(canonical_table(records), params)
     summary = {
+        "source": params.source,
+        "path": str(params.path),
         "splits": class_counts(table),
         "fingerprint": fingerprint(table),
         "dropped": dict(sorted((records.dropped + dropped).items())),

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pipelines.model_card import build_card, render_markdown
+
 logger = logging.getLogger(__name__)
 
 BACKEND_SOURCE = Path(__file__).with_name("triton_model.py")
@@ -56,16 +58,23 @@ def existing_versions(model_dir: Path) -> list[int]:
 
 
 def _pbtxt_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid protobuf text-format string literal
+    """A protobuf text-format string literal: JSON's escapes for quotes, backslashes and control characters
+    (valid in text format too), and octal escapes of the UTF-8 bytes of anything beyond ASCII."""
+    literal = json.dumps(value, ensure_ascii=False)
+    return "".join(c if ord(c) < 128 else "".join(f"\\{b:03o}" for b in c.encode()) for c in literal)
 
 
-def render_config(params: PublishParams, labels: list[str], metadata: dict[str, Any]) -> str:
+def render_config(
+    params: PublishParams, labels: list[str], metadata: dict[str, Any], card_markdown: str | None = None
+) -> str:
     """The model-level config.pbtxt: contract, batching, instances, and the served version's metadata."""
     parameters: dict[str, str] = {
         "torch_threads": str(params.torch_threads),
         "labels": json.dumps(labels),
         "metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True),
     }
+    if card_markdown is not None:
+        parameters["model_card"] = card_markdown
     parameter_lines = "\n".join(
         f"parameters {{ key: {_pbtxt_string(k)} value: {{ string_value: {_pbtxt_string(v)} }} }}"
         for k, v in parameters.items()
@@ -135,11 +144,20 @@ def publish_version(
     }
     if "mean" in export_metadata:  # the training pixels' statistics: the gateway's input-drift reference
         metadata["input_reference"] = {"brightness": export_metadata["mean"], "contrast": export_metadata["std"]}
+    card_markdown = None
+    if "data" in export_metadata and "evaluation" in export_metadata:
+        card = build_card(export_metadata | {"model_name": params.model_name}, export_metadata["data"], version)
+        metadata["card"] = card
+        metadata["synthetic_training_data"] = card["synthetic_training_data"]
+        card_markdown = render_markdown(card)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=STAGING_PREFIX))
     shutil.copyfile(model_pt, staging / "model.pt")
     shutil.copyfile(BACKEND_SOURCE, staging / "model.py")
     (staging / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    if card_markdown is not None:
+        (staging / "model_card.md").write_text(card_markdown, encoding="utf-8")
+        (staging / "model_card.json").write_text(json.dumps(metadata["card"], indent=2) + "\n", encoding="utf-8")
     for f in staging.iterdir():
         with f.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -147,7 +165,7 @@ def publish_version(
     os.rename(staging, model_dir / str(version))  # the one step that makes the version visible
     config_path = model_dir / "config.pbtxt"
     previous = config_path.read_text(encoding="utf-8") if config_path.exists() else None
-    _write_atomic(config_path, render_config(params, labels, metadata))
+    _write_atomic(config_path, render_config(params, labels, metadata, card_markdown))
     return version, previous
 
 
@@ -196,6 +214,19 @@ def load_and_verify(
     return max_diff
 
 
+def _log_model_card(version_dir: Path, run_id: str | None) -> None:
+    """Attach the published version's model card to its MLflow run."""
+    if run_id is None or not (version_dir / "model_card.md").exists():
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(version_dir / "model_card.md"), artifact_path="model_card")
+        mlflow.log_artifact(str(version_dir / "model_card.json"), artifact_path="model_card")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -226,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         export_metadata = export_metadata | {"registry_version": decision["challenger"]["registry_version"]}
     version, previous = publish_version(args.repository, args.model, export_metadata, params)
     logger.info("published %s version %d in %s", params.model_name, version, args.repository)
+    _log_model_card(args.repository / params.model_name / str(version), export_metadata.get("run_id"))
     receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
                                "loaded_by_triton": False}  # fmt: skip
     if args.triton_url:

@@ -91,3 +91,46 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 200)
 
     optimizer.step(closure)
     return float(log_t.exp().item())
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """Answer `uncertain` below `threshold`: the lowest confidence at which the kept predictions still reach
+    the target precision (on the data it was chosen from), keeping as many predictions as possible."""
+
+    target_precision: float
+    threshold: float  # keep a prediction when its confidence >= threshold; 1.0+ keeps none
+    precision: float | None  # of the kept predictions (None: none kept)
+    coverage: float  # share of predictions kept
+    reached: bool  # False: no threshold reaches the target; every prediction is reported as uncertain
+
+
+def abstention_threshold(probabilities: np.ndarray, y_true: np.ndarray, target_precision: float) -> Abstention:
+    """Choose the confidence threshold from labelled (validation) predictions.
+
+    Sort predictions by confidence, highest first; the precision of the top n is the accuracy of the n most
+    confident answers. The threshold is the confidence of the largest n whose precision is >= the target
+    (cut only between distinct confidences, so equal confidences are kept or dropped together).
+    """
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target precision must be in (0, 1], got {target_precision}")
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == y_true
+    order = np.argsort(-confidence, kind="stable")
+    confidence, correct = confidence[order], correct[order]
+    precision_at = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    # A cut after position n-1 is valid only where the next confidence is strictly lower (or at the end).
+    valid = np.append(confidence[1:] < confidence[:-1], True)
+    ok = np.flatnonzero(valid & (precision_at >= target_precision))
+    if len(ok) == 0:
+        return Abstention(target_precision, 1.0 + 1e-6, None, 0.0, False)
+    n = int(ok[-1]) + 1
+    return Abstention(target_precision, float(confidence[n - 1]), float(precision_at[n - 1]), n / len(correct), True)
+
+
+def abstention_on(probabilities: np.ndarray, y_true: np.ndarray, threshold: float) -> tuple[float | None, float]:
+    """(precision of the kept predictions, coverage) at a threshold, e.g. on the test split."""
+    kept = probabilities.max(1) >= threshold
+    if not kept.any():
+        return None, 0.0
+    return float((probabilities[kept].argmax(1) == y_true[kept]).mean()), float(kept.mean())

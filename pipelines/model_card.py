@@ -1,0 +1,183 @@
+"""Model cards (Mitchell et al. 2019), generated from the pipeline's own figures, never edited by hand.
+
+`build_card` gathers what a reader needs to judge the model (intended and out-of-scope uses, the training
+data, test metrics, calibration, abstention, behavioural checks, failure modes read off the figures) into a
+JSON-able dict; `render_markdown` writes it for people. Export logs the card to the MLflow run; publish writes
+it into the version folder and hands it to the gateway (`GET /v1/model`) through the Triton config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INTENDED_USE = [
+    "Mood-aware recommendations (products, places, food, songs, movies) for a person who consents to the "
+    "analysis of a photo of their own face, in a consumer app that shows them the result.",
+    "Aggregate, anonymous monitoring of the model's own behaviour (prediction drift) by its operators.",
+]
+OUT_OF_SCOPE = [
+    "Emotion recognition in the workplace or in education: prohibited in the EU by the AI Act, Article 5(1)(f) "
+    "(medical and safety exceptions aside).",
+    "Hiring, admission, credit, insurance or any decision about a person's access to opportunities.",
+    "Surveillance or monitoring of people who have not consented, in public or private spaces.",
+    "Medical, psychological or legal assessments (diagnosing mood disorders, lie detection, evidence).",
+    "Inferring a person's inner state: the model reads a facial expression, which is not the same as a feeling.",
+]
+GENERAL_FAILURE_MODES = [
+    "Non-frontal, partly hidden (masks, hands, glasses) or very small faces: the face detector may miss them and "
+    "the classifier was trained on frontal 48x48 crops.",
+    "Unusual lighting and low contrast; the gateway's input-drift metrics (face brightness/contrast) show when live "
+    "traffic moves away from the training data.",
+    "Subtle, mixed or posed expressions; rare classes (disgust is ~1.5 % of FER2013) are learned from few examples.",
+    "Groups under-represented in the training data (children, older people, some skin tones) and cultural "
+    "differences in how emotions are expressed.",
+]
+SYNTHETIC_NOTICE = (
+    "This model was trained on the embedded SYNTHETIC faces (drawn cartoons), not on photos of people. Its figures "
+    "describe synthetic faces only; on real photos its answers are not meaningful. Train on FER2013 (README: "
+    "'Real FER2013') before any real use."
+)
+
+
+def _weak_classes(per_class_recall: dict[str, float], limit: float = 0.5) -> list[str]:
+    ordered = sorted(per_class_recall.items(), key=lambda kv: kv[1])
+    notes = [f"Weakest classes on test: {', '.join(f'{k} (recall {v:.2f})' for k, v in ordered[:2])}."]
+    poor = [k for k, v in ordered if v < limit]
+    if poor:
+        notes.append(f"Recall below {limit:.0%} for {', '.join(poor)}: treat these labels as unreliable.")
+    return notes
+
+
+def build_card(
+    export_metadata: dict[str, Any], data_summary: dict[str, Any], version: int | None = None
+) -> dict[str, Any]:
+    """The card's content from export metadata (which carries the evaluation) and ingest's data.json."""
+    evaluation = export_metadata["evaluation"]
+    behaviour = evaluation["behaviour"]
+    synthetic = data_summary.get("source") == "synthetic"
+    splits = data_summary["splits"]
+    failure_modes = _weak_classes(evaluation["per_class_recall"])
+    if behaviour["flip_agreement"] < 0.95:
+        failure_modes.append(
+            f"A mirrored face changes the answer {1 - behaviour['flip_agreement']:.0%} of the time (validation)."
+        )
+    if behaviour["photometric_agreement"] < 0.95:
+        failure_modes.append(
+            f"Small brightness/contrast changes alter {1 - behaviour['photometric_agreement']:.0%} of the answers."
+        )
+    abstention = evaluation.get("abstention")
+    if abstention and not abstention["target_reached"]:
+        failure_modes.append(
+            f"No confidence threshold reaches {abstention['target_precision']:.0%} precision on validation: "
+            "every face is answered 'uncertain'."
+        )
+    return {
+        "model": {
+            "name": export_metadata.get("model_name", "emotion"),
+            "version": version,
+            "architecture": export_metadata.get("model"),
+            "parameters": export_metadata.get("parameters"),
+            "labels": list(export_metadata["labels"]),
+            "input": "48x48 grayscale face crop (uint8), normalised inside the model",
+            "temperature": export_metadata.get("temperature"),
+            "mlflow_run_id": export_metadata.get("run_id"),
+            "registry_version": export_metadata.get("registry_version"),
+        },
+        "synthetic_training_data": synthetic,
+        "notice": SYNTHETIC_NOTICE if synthetic else None,
+        "intended_use": INTENDED_USE,
+        "out_of_scope": OUT_OF_SCOPE,
+        "training_data": {
+            "source": data_summary.get("source"),
+            "path": data_summary.get("path"),
+            "fingerprint": data_summary["fingerprint"],
+            "class_counts": splits,
+            "dropped_rows": data_summary.get("dropped", {}),
+        },
+        "evaluation": {
+            "test_rows": evaluation["test_rows"],
+            "accuracy": evaluation["accuracy"],
+            "macro_f1": evaluation["macro_f1"],
+            "per_class_recall": evaluation["per_class_recall"],
+            "ece_before": evaluation["ece_before"],
+            "ece_after": evaluation["ece_after"],
+        },
+        "abstention": abstention,
+        "behaviour": behaviour,
+        "failure_modes": failure_modes + GENERAL_FAILURE_MODES,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """The card for people: Markdown, every figure from `card`."""
+    model, data, ev = card["model"], card["training_data"], card["evaluation"]
+    version = f" v{model['version']}" if model["version"] is not None else ""
+    lines = [f"# Model card: {model['name']}{version}", ""]
+    if card["notice"]:
+        lines += [f"> **Notice.** {card['notice']}", ""]
+    lines += [
+        f"- Architecture: `{model['architecture']}` ({model['parameters']:,} parameters)"
+        if model["parameters"] else f"- Architecture: `{model['architecture']}`",
+        f"- Labels: {', '.join(model['labels'])}",
+        f"- Input: {model['input']}",
+        f"- MLflow run: `{model['mlflow_run_id']}`; registry version: {model['registry_version']}",
+        f"- Training data fingerprint: `{data['fingerprint']}`",
+        "",
+        "## Intended use",
+        *[f"- {u}" for u in card["intended_use"]],
+        "",
+        "## Out of scope",
+        *[f"- {u}" for u in card["out_of_scope"]],
+        "",
+        "## Training data",
+        f"Source: `{data['source']}` ({data['path']}).",
+        "",
+        "| split | " + " | ".join(model["labels"]) + " | total |",
+        "|---|" + "---|" * (len(model["labels"]) + 1),
+    ]  # fmt: skip
+    for split, counts in data["class_counts"].items():
+        row = [str(counts.get(label, 0)) for label in model["labels"]]
+        lines.append(f"| {split} | " + " | ".join(row) + f" | {sum(counts.values())} |")
+    if data["dropped_rows"]:
+        lines += ["", "Dropped while ingesting: " + ", ".join(f"{k}: {v}" for k, v in data["dropped_rows"].items())]
+    lines += [
+        "",
+        f"## Evaluation (test split, {ev['test_rows']} faces, read once)",
+        f"- Accuracy: {ev['accuracy']:.4f}",
+        f"- Macro-F1: {ev['macro_f1']:.4f}",
+        f"- Calibration (ECE, 15 bins): {ev['ece_before']:.4f} before, {ev['ece_after']:.4f} after temperature "
+        f"scaling (T = {model['temperature']:.3f}, fitted on validation)",
+        "",
+        "| class | test recall |",
+        "|---|---|",
+        *[f"| {label} | {recall:.4f} |" for label, recall in ev["per_class_recall"].items()],
+    ]
+    if card["abstention"]:
+        ab = card["abstention"]
+        lines += [
+            "",
+            "## Abstention",
+            f"Faces whose confidence is below {ab['threshold']:.4f} are answered `uncertain`. The threshold is the "
+            f"lowest confidence at which the kept validation predictions reach {ab['target_precision']:.0%} "
+            f"precision (reached: {'yes' if ab['target_reached'] else 'no'}).",
+            f"- Validation: precision {_pct(ab['validation_precision'])}, coverage {_pct(ab['validation_coverage'])}",
+            f"- Test: precision {_pct(ab['test_precision'])}, coverage {_pct(ab['test_coverage'])}",
+        ]
+    b = card["behaviour"]
+    lines += [
+        "",
+        "## Behavioural checks",
+        f"- Same answer for a mirrored face: {b['flip_agreement']:.1%}",
+        f"- Same answer under small brightness/contrast changes: {b['photometric_agreement']:.1%}",
+        "- Recall on a fixed suite of clear synthetic expressions: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in b["suite_recall"].items()),
+        "",
+        "## Known failure modes",
+        *[f"- {m}" for m in card["failure_modes"]],
+        "",
+    ]
+    return "\n".join(lines)

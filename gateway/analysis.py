@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.detection import FaceDetector
 from gateway.imaging import FER_MARGIN, Box, crop_to_fer, decode_grayscale, whole_image_box
 from gateway.metrics import GatewayMetrics
-from gateway.schemas import FaceResult
+from gateway.schemas import UNCERTAIN, FaceResult
 from gateway.triton import ModelInfo, TritonClassifier
 
 
@@ -26,7 +26,21 @@ class Analysis:
     boxes: list[Box]
     probabilities: np.ndarray  # faces x labels, same order as boxes (largest face first)
     model: ModelInfo
+    threshold: float = 0.0  # faces whose confidence is below it are 'uncertain'
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def faces(self) -> list[FaceResult]:
+        return [face_result(b, p, self.model.labels, self.threshold)
+                for b, p in zip(self.boxes, self.probabilities, strict=True)]  # fmt: skip
+
+
+def abstain_threshold(model: ModelInfo, override: float | None) -> tuple[float, str]:
+    """The threshold in force and where it comes from: the setting, else the model's own, else none (0)."""
+    if override is not None:
+        return override, "setting"
+    if model.abstain_threshold is not None:
+        return model.abstain_threshold, "model"
+    return 0.0, "none"
 
 
 def _locate(
@@ -50,10 +64,12 @@ async def analyse(
     triton: TritonClassifier,
     metrics: GatewayMetrics,
     max_pixels: int,
+    threshold_override: float | None = None,
 ) -> Analysis:
     """Classify every face of an image in one batched request; no face -> an empty analysis."""
     gray, boxes, timings = await run_in_threadpool(_locate, data, mode, detector, max_pixels)
     model = await triton.model_info()
+    threshold = 0.0
     probabilities = np.empty((0, len(model.labels)), dtype=np.float32)
     if model.max_batch_size:
         boxes = boxes[: model.max_batch_size]  # the largest faces; one request must fit one batch
@@ -66,9 +82,12 @@ async def analyse(
         started = time.perf_counter()
         probabilities, model = await triton.classify(faces)  # N x 1 x H x W in, one request
         timings["infer"] = time.perf_counter() - started
+        threshold, _ = abstain_threshold(model, threshold_override)  # of the version that answered
         for row, face in zip(probabilities, faces, strict=True):
             best = int(np.argmax(row))
             metrics.predictions.labels(emotion=model.labels[best]).inc()
+            if row[best] < threshold:
+                metrics.abstentions.inc()
             metrics.confidence.observe(float(row[best]))
             metrics.face_brightness.observe(float(face.mean()) / 255.0)
             metrics.face_contrast.observe(float(face.std()) / 255.0)
@@ -78,15 +97,18 @@ async def analyse(
     metrics.observe_model(model.name, model.version, model.labels, model.metadata)
     for stage, seconds in timings.items():
         metrics.stage_duration.labels(stage=stage).observe(seconds)
-    return Analysis(boxes, probabilities, model, {k: round(v * 1000.0, 3) for k, v in timings.items()})
+    return Analysis(boxes, probabilities, model, threshold, {k: round(v * 1000.0, 3) for k, v in timings.items()})
 
 
-def face_result(box: Box, probabilities: np.ndarray, labels: tuple[str, ...]) -> FaceResult:
-    """One face's answer: its box, the most probable label and every label's probability."""
+def face_result(box: Box, probabilities: np.ndarray, labels: tuple[str, ...], threshold: float = 0.0) -> FaceResult:
+    """One face's answer: its box, the most probable label (or 'uncertain') and every label's probability."""
     best = int(np.argmax(probabilities))
+    uncertain = bool(probabilities[best] < threshold)
     return FaceResult(
         box=box,
-        emotion=labels[best],
+        emotion=UNCERTAIN if uncertain else labels[best],
+        uncertain=uncertain,
+        most_likely=labels[best],
         confidence=float(probabilities[best]),
         probabilities={label: float(p) for label, p in zip(labels, probabilities, strict=True)},
     )

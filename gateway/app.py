@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
 from gateway.admin import router as admin_router
-from gateway.analysis import Mode, analyse, face_result
+from gateway.analysis import Mode, abstain_threshold, analyse
 from gateway.catalog import load_catalog
 from gateway.detection import FaceDetector, HaarFaceDetector
 from gateway.errors import GatewayError, install_error_handlers
@@ -33,7 +33,7 @@ from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, outcome
 from gateway.ratelimit import RateLimit
 from gateway.recommendations_api import router as recommendations_router
-from gateway.schemas import EmotionsResponse, Health, ModelRef, Readiness
+from gateway.schemas import AbstentionPolicy, EmotionsResponse, Health, ModelDescription, ModelRef, Readiness
 from gateway.settings import Settings
 from gateway.state import CatalogHolder, StateDep, require_consent
 from gateway.triton import TritonClassifier
@@ -180,15 +180,35 @@ def create_app(
         require_consent(consent)
         data = await image.read()
         await image.close()
-        result = await analyse(
-            data, mode, state["detector"], state["triton"], metrics, state["settings"].max_image_pixels
-        )
+        settings = state["settings"]
+        result = await analyse(data, mode, state["detector"], state["triton"], metrics, settings.max_image_pixels,
+                               settings.abstain_threshold)  # fmt: skip
         return EmotionsResponse(
-            faces=[
-                face_result(b, p, result.model.labels) for b, p in zip(result.boxes, result.probabilities, strict=True)
-            ],
+            faces=result.faces(),
             model=ModelRef(name=result.model.name, version=result.model.version),
             timings_ms=result.timings_ms,
+        )
+
+    @app.get(
+        "/v1/model",
+        response_model=ModelDescription,
+        tags=["model"],
+        responses={503: {"description": "the model is not available (Retry-After says when to retry)"}},
+    )
+    async def model_description(state: StateDep) -> ModelDescription:
+        """The served model version: labels, test metrics, abstention threshold and its model card."""
+        info = await state["triton"].model_info()
+        threshold, source = abstain_threshold(info, state["settings"].abstain_threshold)
+        evaluation = dict(info.metadata.get("evaluation") or {})
+        return ModelDescription(
+            name=info.name,
+            version=info.version,
+            labels=list(info.labels),
+            synthetic_training_data=info.metadata.get("synthetic_training_data"),
+            metrics={k: v for k, v in evaluation.items() if k != "abstention"},
+            abstention=AbstentionPolicy(threshold=threshold, source=source, validation=evaluation.get("abstention")),
+            card=info.card or "No model card was published with this version.",
+            card_data=info.metadata.get("card"),
         )
 
     return app

@@ -27,6 +27,7 @@ class GatewayMetrics:
     confidence: Histogram
     faces_per_image: Histogram
     images_without_face: Counter
+    abstentions: Counter
     model: Info
     model_ready: Gauge
     feedback_events: Counter
@@ -66,6 +67,10 @@ class GatewayMetrics:
             images_without_face=Counter(
                 "emotorch_images_without_face_total", "Analysed images in which no face was found.",
                 registry=registry,
+            ),
+            abstentions=Counter(
+                "emotorch_abstentions_total",
+                "Faces answered 'uncertain': confidence below the abstention threshold.", registry=registry,
             ),
             model=Info("emotorch_model", "The model version the gateway last saw serving.", registry=registry),
             model_ready=Gauge(

@@ -86,8 +86,13 @@ def rank(
     domains: list[str],
     k: int,
     rng: np.random.Generator,
+    uncertain: bool = False,
 ) -> dict[str, list[Ranked]]:
-    """Top-k items per domain for a person whose emotion distribution is `emotion` (catalog label order)."""
+    """Top-k items per domain for a person whose emotion distribution is `emotion` (catalog label order).
+
+    `uncertain`: the emotion was read with low confidence; the ranking is the same expectation over the whole
+    distribution, and the reasons say so instead of naming one mood.
+    """
     alpha, beta = posterior(catalog, stats)
     sampled = rng.beta(alpha, beta)  # items x labels: one plausible click-through per (item, emotion)
     scores = sampled @ emotion  # expected click-through under the emotion distribution
@@ -103,7 +108,8 @@ def rank(
             if per_category.get(item.category, 0) >= PER_CATEGORY_CAP:
                 continue
             per_category[item.category] = per_category.get(item.category, 0) + 1
-            chosen.append(Ranked(item, float(scores[i]), _reason(item, mood, stats.successes[i, top])))
+            reason = _uncertain_reason(item) if uncertain else _reason(item, mood, stats.successes[i, top])
+            chosen.append(Ranked(item, float(scores[i]), reason))
             if len(chosen) == k:
                 break
         result[domain] = chosen
@@ -115,3 +121,7 @@ def _reason(item: Item, mood: str, successes: float) -> str:
     if successes >= 1.0:
         reason += f"; liked by people who looked {mood}"
     return reason
+
+
+def _uncertain_reason(item: Item) -> str:
+    return f"{item.category.replace('-', ' ')} suits the moods your face may show (no clear emotion was read)"

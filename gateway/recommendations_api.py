@@ -11,13 +11,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from gateway.analysis import Mode, analyse, face_result
+from gateway.analysis import Mode, analyse
 from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedImageError
 from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
 from gateway.recommendation import align, rank
 from gateway.schemas import (
     ALL_DOMAINS,
     SESSION_ID_PATTERN,
+    UNCERTAIN,
     EmotionEstimate,
     FaceResult,
     FeedbackRecorded,
@@ -74,7 +75,7 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
     face: FaceResult | None = None
     if content_type == "multipart/form-data":
         query, face, model = await _from_image(request, state)
-        probabilities = face.probabilities
+        probabilities = face.probabilities  # the whole vector drives the ranking, confident or not
         source = "image"
     elif content_type == "application/json":
         query = _parse_json(await request.body())
@@ -89,7 +90,9 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         raise UnprocessableError(str(e)) from e
     stats = await run_in_threadpool(state["store"].stats, catalog)
     seed = state["settings"].recommendation_seed
-    ranked = rank(catalog, vector, stats, list(dict.fromkeys(query.domains)), query.k, np.random.default_rng(seed))
+    uncertain = face is not None and face.uncertain
+    ranked = rank(catalog, vector, stats, list(dict.fromkeys(query.domains)), query.k, np.random.default_rng(seed),
+                  uncertain=uncertain)  # fmt: skip
     normalised = {label: float(p) for label, p in zip(catalog.labels, vector, strict=True)}
     items = [(r.item.id, domain) for domain, rows in ranked.items() for r in rows]
     recommendation_id = await run_in_threadpool(
@@ -100,7 +103,8 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         state["metrics"].recommended_items.labels(domain=domain, emotion=mood).inc(len(rows))
     return RecommendationsResponse(
         recommendation_id=recommendation_id,
-        emotion=EmotionEstimate(label=catalog.labels[int(np.argmax(vector))], probabilities=normalised, source=source),
+        emotion=EmotionEstimate(label=UNCERTAIN if uncertain else mood, uncertain=uncertain, probabilities=normalised,
+                                source=source),  # fmt: skip
         domains={
             domain: [
                 RecommendedItem(
@@ -164,11 +168,12 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
         raise UnprocessableError(f"invalid form field(s): {e}".splitlines()[0]) from e
     data = await image.read()
     await image.close()
+    settings = state["settings"]
     result = await analyse(data, mode, state["detector"], state["triton"], state["metrics"],
-                           state["settings"].max_image_pixels)  # fmt: skip
+                           settings.max_image_pixels, settings.abstain_threshold)  # fmt: skip
     if not result.boxes:
         raise NotFoundError("no face was found in the image; send a clearer photo or use mode=face")
-    face = face_result(result.boxes[0], result.probabilities[0], result.model.labels)  # the largest face
+    face = result.faces()[0]  # the largest face
     return query, face, ModelRef(name=result.model.name, version=result.model.version)
 
 

@@ -29,4 +29,7 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(20.0, ge=0, description="requests per second per client on /v1/ (0: off)")
     rate_limit_burst: int = Field(40, ge=1, description="requests a client may burst above the rate")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    abstain_threshold: float | None = Field(
+        None, ge=0, le=1, description="confidence below which a face is 'uncertain' (unset: the model's own)"
+    )
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes (unset: disabled)")

@@ -46,6 +46,13 @@ class ModelInfo:
     output_name: str
     max_batch_size: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    card: str = ""  # the version's model card (Markdown), written by the pipeline
+
+    @property
+    def abstain_threshold(self) -> float | None:
+        """The confidence below which the pipeline says this model's answers are not reliable enough."""
+        threshold = ((self.metadata.get("evaluation") or {}).get("abstention") or {}).get("threshold")
+        return float(threshold) if threshold is not None else None
 
 
 def parse_model_info(name: str, version: str, config: dict[str, Any]) -> ModelInfo:
@@ -70,6 +77,7 @@ def parse_model_info(name: str, version: str, config: dict[str, Any]) -> ModelIn
         output_name=model_output["name"],
         max_batch_size=int(config.get("max_batch_size", 0)),
         metadata=json.loads(params["metadata"]) if params.get("metadata") else {},
+        card=params.get("model_card", ""),
     )
 
 

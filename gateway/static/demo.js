@@ -155,8 +155,9 @@ function percent(p) {
 }
 
 function describe(emotion) {
-  if (emotion.label === "uncertain") return "the emotion is uncertain";
-  return `reads as ${emotion.label} (${percent(emotion.probabilities[emotion.label])})`;
+  const [top, p] = Object.entries(emotion.probabilities).reduce((a, b) => (b[1] > a[1] ? b : a));
+  if (emotion.uncertain) return `shows no clear emotion (most likely ${top}, ${percent(p)})`;
+  return `reads as ${top} (${percent(p)})`;
 }
 
 function showEmotion(body) {

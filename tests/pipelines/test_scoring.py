@@ -59,3 +59,29 @@ def test_temperature_scaling_fixes_overconfidence() -> None:
     after = expected_calibration_error(softmax(logits, temperature), y)
     assert after < before / 2
     assert (softmax(logits, temperature).argmax(1) == softmax(logits).argmax(1)).all()
+
+
+def test_abstention_threshold_keeps_the_most_predictions_that_reach_the_target() -> None:
+    from pipelines.scoring import abstention_on, abstention_threshold
+
+    # Confidences 0.95 .. 0.55 (top label 0); the 4th and 6th most confident answers are wrong.
+    confidence = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.55])
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    y_true = np.array([0, 0, 0, 1, 0, 1])
+    chosen = abstention_threshold(probabilities, y_true, target_precision=0.8)
+    assert chosen.threshold == 0.6 and chosen.coverage == pytest.approx(5 / 6) and chosen.precision == 0.8
+    assert chosen.reached
+    assert abstention_threshold(probabilities, y_true, 1.0).threshold == 0.8  # the top three are all right
+    assert abstention_on(probabilities, y_true, 0.8) == (1.0, 0.5)
+    never = abstention_threshold(probabilities, np.ones(6, dtype=int), 0.5)  # every answer is wrong
+    assert not never.reached and never.coverage == 0.0 and never.threshold > 1.0
+    with pytest.raises(ValueError, match="target precision"):
+        abstention_threshold(probabilities, y_true, 0.0)
+
+
+def test_abstention_never_splits_equal_confidences() -> None:
+    from pipelines.scoring import abstention_threshold
+
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.55, 0.45]])
+    y_true = np.array([0, 0, 1, 0])  # keeping one of the two 0.6 answers would give 100 %; both give 2/3
+    assert abstention_threshold(probabilities, y_true, 0.9).threshold == 0.9

@@ -123,7 +123,7 @@ def test_json_recommendations_then_feedback_changes_later_rankings(client: TestC
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["emotion"] == {"label": "sad", "probabilities": dict.fromkeys(LABELS, 0.0) | {"sad": 1.0},
-                               "source": "emotion"}  # fmt: skip
+                               "source": "emotion", "uncertain": False}  # fmt: skip
     songs = body["domains"]["songs"]
     assert len(songs) == 5 and all(s["reason"] for s in songs)
     # Teach the store that people who look sad love one song that was ranked last: every shown song gets an

@@ -22,7 +22,8 @@ def _add_triton_ports(parser: argparse.ArgumentParser, offset: int = 0) -> None:
 
 def _cmd_triton(args: argparse.Namespace) -> int:
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
-    triton_server.exec_triton(args.model_repository, ports, args.model, host=args.host)
+    triton_server.exec_triton(args.model_repository, ports, args.model, host=args.host,
+                              config_name=args.model_config_name)  # fmt: skip
     return 1  # not reached: exec replaced this process
 
 
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all interfaces)")
     triton.add_argument(
         "--model", action="append", default=None, help="model to load at start (repeatable; default: emotion)"
+    )
+    triton.add_argument(
+        "--model-config-name",
+        default=None,
+        help="serve <model>/configs/NAME.pbtxt instead of config.pbtxt (publish writes 'libtorch' for the NGC image)",
     )
     _add_triton_ports(triton)
     triton.set_defaults(func=_cmd_triton)

@@ -92,8 +92,13 @@ def triton_command(
     backend_dir: Path,
     instance_name: str,
     host: str = "127.0.0.1",
+    config_name: str | None = None,
 ) -> list[str]:
-    """The tritonserver command line: explicit model control, CPU only, ports as given."""
+    """The tritonserver command line: explicit model control, CPU only, ports as given.
+
+    `config_name` selects `<model>/configs/<name>.pbtxt` instead of `config.pbtxt` where a model has one
+    (publish writes `configs/libtorch.pbtxt` for the NGC image; the bundled server has no libtorch backend).
+    """
     home, _ = _pytriton_dirs()
     command = [
         str(home / "bin" / "tritonserver"),
@@ -114,16 +119,24 @@ def triton_command(
         f"--backend-config=python,shm-region-prefix-name={instance_name}",
     ]
     command += [f"--load-model={m}" for m in models]
+    if config_name:
+        command.append(f"--model-config-name={config_name}")
     return command
 
 
 def _launch_spec(
-    repository: Path, ports: TritonPorts, models: list[str] | None, cache_dir: Path | None, host: str
+    repository: Path,
+    ports: TritonPorts,
+    models: list[str] | None,
+    cache_dir: Path | None,
+    host: str,
+    config_name: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     models = ["emotion"] if models is None else models
     cache_dir = cache_dir or Path(os.environ.get("EMOTORCH_CACHE_DIR", Path.home() / ".cache" / "emotorch"))
     backend_dir = prepare_backend_dir(cache_dir)
-    command = triton_command(repository, ports, models, backend_dir, f"emotorch{os.getpid()}p{ports.grpc}", host)
+    instance = f"emotorch{os.getpid()}p{ports.grpc}"
+    command = triton_command(repository, ports, models, backend_dir, instance, host, config_name)
     logger.info("starting Triton: %s", " ".join(command))
     return command, triton_environment()
 
@@ -135,9 +148,10 @@ def start_triton(
     cache_dir: Path | None = None,
     log_file: Path | None = None,
     host: str = "127.0.0.1",
+    config_name: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start tritonserver as a child process (its own process group) and return it without waiting."""
-    command, env = _launch_spec(repository, ports, models, cache_dir, host)
+    command, env = _launch_spec(repository, ports, models, cache_dir, host, config_name)
     out = log_file.open("ab") if log_file else None
     try:
         return subprocess.Popen(
@@ -148,10 +162,16 @@ def start_triton(
             out.close()
 
 
-def exec_triton(repository: Path, ports: TritonPorts, models: list[str] | None = None, host: str = "127.0.0.1") -> None:
+def exec_triton(
+    repository: Path,
+    ports: TritonPorts,
+    models: list[str] | None = None,
+    host: str = "127.0.0.1",
+    config_name: str | None = None,
+) -> None:
     """Replace this process with tritonserver: signals (Ctrl-C, SIGTERM) reach Triton itself and nothing is
     left behind if the caller kills this PID."""
-    command, env = _launch_spec(repository, ports, models, None, host)
+    command, env = _launch_spec(repository, ports, models, None, host, config_name)
     os.execve(command[0], command, env)
 
 

@@ -32,6 +32,9 @@ BACKEND_SOURCE = Path(__file__).with_name("triton_model.py")
 STAGING_PREFIX = ".staging-"
 
 
+LIBTORCH_CONFIG = Path("configs") / "libtorch.pbtxt"  # Triton: --model-config-name=libtorch selects it
+
+
 @dataclass(frozen=True)
 class PublishParams:
     model_name: str = "emotion"
@@ -39,6 +42,16 @@ class PublishParams:
     instance_count: int = 2
     torch_threads: int = 1
     max_queue_delay_us: int = 500
+    # The production configuration (NGC image, libtorch backend), written beside the python-backend one.
+    libtorch_instance_kind: str = "KIND_GPU"
+    libtorch_instance_count: int = 1
+    libtorch_intra_op_threads: int = 1
+    libtorch_inter_op_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.libtorch_instance_kind not in ("KIND_GPU", "KIND_CPU"):
+            kind = self.libtorch_instance_kind
+            raise ValueError(f"libtorch_instance_kind must be KIND_GPU or KIND_CPU, not {kind!r}")
 
     @classmethod
     def from_yaml(cls, path: Path) -> PublishParams:
@@ -65,11 +78,34 @@ def _pbtxt_string(value: str) -> str:
 
 
 def render_config(
-    params: PublishParams, labels: list[str], metadata: dict[str, Any], card_markdown: str | None = None
+    params: PublishParams,
+    labels: list[str],
+    metadata: dict[str, Any],
+    card_markdown: str | None = None,
+    backend: str = "python",
 ) -> str:
-    """The model-level config.pbtxt: contract, batching, instances, and the served version's metadata."""
-    parameters: dict[str, str] = {
-        "torch_threads": str(params.torch_threads),
+    """A model-level config.pbtxt: contract, batching, instances, and the served version's metadata.
+
+    backend "python": the python backend running model.py (what the bundled Triton serves, CPU instances).
+    backend "libtorch": the NGC image's PyTorch backend loading model.pt itself (`platform: "pytorch_libtorch"`;
+    the input is matched to forward()'s argument `image`, the single output by its place in the config).
+    """
+    if backend == "python":
+        header = 'backend: "python"'
+        instances = f"instance_group [ {{ kind: KIND_CPU count: {params.instance_count} }} ]"
+        parameters: dict[str, str] = {"torch_threads": str(params.torch_threads)}
+    elif backend == "libtorch":
+        header = 'platform: "pytorch_libtorch"\ndefault_model_filename: "model.pt"'
+        instances = (
+            f"instance_group [ {{ kind: {params.libtorch_instance_kind} count: {params.libtorch_instance_count} }} ]"
+        )
+        parameters = {
+            "INTRA_OP_THREAD_COUNT": str(params.libtorch_intra_op_threads),
+            "INTER_OP_THREAD_COUNT": str(params.libtorch_inter_op_threads),
+        }
+    else:
+        raise ValueError(f"unknown backend {backend!r}: python or libtorch")
+    parameters |= {
         "labels": json.dumps(labels),
         "metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True),
     }
@@ -80,7 +116,7 @@ def render_config(
         for k, v in parameters.items()
     )
     return f"""name: "{params.model_name}"
-backend: "python"
+{header}
 max_batch_size: {params.max_batch_size}
 input [
   {{ name: "image" data_type: TYPE_UINT8 dims: [ 1, 48, 48 ] }}
@@ -88,7 +124,7 @@ input [
 output [
   {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}
 ]
-instance_group [ {{ kind: KIND_CPU count: {params.instance_count} }} ]
+{instances}
 dynamic_batching {{ max_queue_delay_microseconds: {params.max_queue_delay_us} }}
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 {parameter_lines}
@@ -165,6 +201,8 @@ def publish_version(
     os.rename(staging, model_dir / str(version))  # the one step that makes the version visible
     config_path = model_dir / "config.pbtxt"
     previous = config_path.read_text(encoding="utf-8") if config_path.exists() else None
+    (model_dir / LIBTORCH_CONFIG).parent.mkdir(exist_ok=True)
+    _write_atomic(model_dir / LIBTORCH_CONFIG, render_config(params, labels, metadata, card_markdown, "libtorch"))
     _write_atomic(config_path, render_config(params, labels, metadata, card_markdown))
     return version, previous
 
@@ -177,8 +215,22 @@ def rollback(repository: Path, params: PublishParams, version: int, previous_con
     shutil.rmtree(doomed)
     if previous_config is not None:
         _write_atomic(model_dir / "config.pbtxt", previous_config)
+        _write_atomic(model_dir / LIBTORCH_CONFIG, _as_libtorch(previous_config, params))
     else:
         (model_dir / "config.pbtxt").unlink(missing_ok=True)
+        (model_dir / LIBTORCH_CONFIG).unlink(missing_ok=True)
+
+
+def _as_libtorch(python_config: str, params: PublishParams) -> str:
+    """The libtorch twin of a python-backend config (same contract and metadata), for a rollback."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(python_config, model_config_pb2.ModelConfig())
+    labels = json.loads(config.parameters["labels"].string_value)
+    metadata = json.loads(config.parameters["metadata"].string_value)
+    card = config.parameters["model_card"].string_value if "model_card" in config.parameters else None
+    return render_config(params, labels, metadata, card, "libtorch")
 
 
 def load_and_verify(

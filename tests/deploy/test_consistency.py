@@ -384,3 +384,14 @@ def test_triton_loads_the_model_the_gateway_asks_for(compose: dict[str, Any], re
         (container,) = containers(find(rendered[name], "Deployment", "triton"))
         assert f"--load-model={published}" in container["args"]
         assert "--model-control-mode=explicit" in container["args"]  # never poll a repository on S3
+
+
+def test_triton_serves_the_libtorch_config_that_publish_writes(compose: dict[str, Any], rendered: Docs) -> None:
+    from pipelines.publish import LIBTORCH_CONFIG
+
+    assert LIBTORCH_CONFIG.parent.name == "configs"  # Triton's folder for --model-config-name
+    flag = f"--model-config-name={LIBTORCH_CONFIG.stem}"
+    assert flag in compose["services"]["triton"]["command"]
+    for name in KUSTOMIZATIONS:
+        (container,) = containers(find(rendered[name], "Deployment", "triton"))
+        assert flag in container["args"]

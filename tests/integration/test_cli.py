@@ -51,3 +51,19 @@ def test_triton_command_serves_and_stops_on_signal(pipeline_project: Path, tmp_p
             process.kill()
             process.wait()
         log.close()
+
+
+def test_model_config_name_selects_the_published_libtorch_config(pipeline_project: Path, tmp_path: Path) -> None:
+    """`--model-config-name=libtorch` makes Triton read configs/libtorch.pbtxt. The bundled server has no
+    PyTorch backend, so the load fails naming it: proof that the production config was selected and parsed."""
+    assert (pipeline_project / "model_repository" / "emotion" / "configs" / "libtorch.pbtxt").exists()
+    log = tmp_path / "triton.log"
+    ports = triton_server.TritonPorts(free_port(), free_port(), free_port())
+    process = triton_server.start_triton(pipeline_project / "model_repository", ports, ["emotion"],
+                                         cache_dir=tmp_path, log_file=log, config_name="libtorch")  # fmt: skip
+    try:
+        assert process.wait(timeout=120) != 0  # a model that fails to load at start stops the server
+    finally:
+        triton_server.stop(process)
+    text = log.read_text()
+    assert "pytorch" in text.lower() and "emotion" in text, text[-3000:]

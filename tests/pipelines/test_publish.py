@@ -97,3 +97,33 @@ def test_backend_model_file_is_the_one_triton_runs(tmp_path: Path, exported: tup
     source = (repo / "emotion" / "1" / "model.py").read_text()
     assert "class TritonPythonModel" in source and "torch.jit.load" in source
     assert torch.jit.load(str(repo / "emotion" / "1" / "model.pt")).labels == list(LABELS)
+
+
+def test_a_libtorch_config_for_the_ngc_image_is_published_beside_the_python_one(
+    tmp_path: Path, exported: tuple[Path, dict[str, Any]]
+) -> None:
+    repo = tmp_path / "repo"
+    params = PublishParams(libtorch_instance_count=2, libtorch_intra_op_threads=4)
+    version, _ = publish_version(repo, *exported, params)
+    python = parse_config((repo / "emotion" / "config.pbtxt").read_text())
+    libtorch = parse_config((repo / "emotion" / "configs" / "libtorch.pbtxt").read_text())
+    assert libtorch.platform == "pytorch_libtorch" and libtorch.backend == ""
+    assert libtorch.default_model_filename == "model.pt"
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(libtorch.instance_group[0].kind) == "KIND_GPU"
+    assert libtorch.instance_group[0].count == 2
+    assert libtorch.parameters["INTRA_OP_THREAD_COUNT"].string_value == "4"
+    assert libtorch.parameters["INTER_OP_THREAD_COUNT"].string_value == "1"
+    # The same contract and metadata, so the gateway cannot tell which backend serves.
+    assert list(libtorch.input) == list(python.input) and list(libtorch.output) == list(python.output)
+    for key in ("labels", "metadata"):
+        assert libtorch.parameters[key].string_value == python.parameters[key].string_value
+    # The libtorch backend matches the input to forward()'s argument name and the one output by position.
+    scripted = torch.jit.load(str(repo / "emotion" / str(version) / "model.pt"))
+    assert [a.name for a in scripted.forward.schema.arguments][1:] == [libtorch.input[0].name]
+    # A rollback restores both configurations to the previous version's.
+    before = (repo / "emotion" / "configs" / "libtorch.pbtxt").read_text()
+    second, previous = publish_version(repo, *exported, params)
+    rollback(repo, params, second, previous)
+    assert (repo / "emotion" / "configs" / "libtorch.pbtxt").read_text() == before
+    with pytest.raises(ValueError, match="KIND_GPU or KIND_CPU"):
+        PublishParams(libtorch_instance_kind="KIND_TPU")

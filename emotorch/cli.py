@@ -66,6 +66,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_stack(config)
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from emotorch.predict import predict_photos
+
+    return predict_photos(args.photos, args.url, args.mode, args.consent, args.timeout, sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotorch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"emotorch {__version__}")
@@ -111,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--triton-url", default=None, help="Triton gRPC host:port (EMOTORCH_TRITON_URL)")
     gateway.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     gateway.set_defaults(func=_cmd_gateway)
+
+    predict = sub.add_parser(
+        "predict",
+        help="read the emotions in photos through a running gateway and print a table",
+        description="Send each photo to a running gateway (POST /v1/emotions) and print one row per face. "
+        "Exit status 0 when every photo was analysed, 1 otherwise.",
+    )
+    predict.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG or WebP files")
+    predict.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default %(default)s)")
+    predict.add_argument("--mode", choices=["photo", "face"], default="photo",
+                         help="photo: find every face; face: each file is one face crop")  # fmt: skip
+    predict.add_argument(
+        "--consent",
+        action="store_true",
+        help="confirm that the people in the photos consent to the analysis (required: the gateway refuses otherwise)",
+    )
+    predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

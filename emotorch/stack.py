@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -11,6 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +128,45 @@ def _start_observability(config: StackConfig, children: list[tuple[str, subproce
     return urls
 
 
+class AlreadyRunningError(RuntimeError):
+    """Another `emotorch up` holds the project's stack lock."""
+
+
+@contextmanager
+def stack_lock(config: StackConfig) -> Iterator[None]:
+    """Hold the project's stack lock while the stack runs: a second `make up` says who runs it instead of
+    failing on a busy port. The kernel releases the lock when the holder dies, so a crash never leaves it stale."""
+    path = config.project_dir / ".cache" / "stack" / "up.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise AlreadyRunningError(f"EmoTorch is already running here ({holder}); use it, or stop it with "
+                                      "Ctrl-C in its terminal before starting another") from None  # fmt: skip
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, gateway http://{config.host}:{config.gateway_port}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def run_stack(config: StackConfig) -> int:
     """Bring the stack up, print its URLs, and block until Ctrl-C or a part dies; always stop every part."""
+    try:
+        with stack_lock(config):
+            return _run_stack(config)
+    except AlreadyRunningError as e:
+        logger.error("%s", e)
+        return 1
+
+
+def _run_stack(config: StackConfig) -> int:
     ports = [
         config.triton_ports.http,
         config.triton_ports.grpc,
@@ -182,6 +222,7 @@ def run_stack(config: StackConfig) -> int:
         lines = [
             "",
             "EmoTorch is up (Ctrl-C stops everything)",
+            f"  demo page      {base}/",
             f"  gateway        {base}  (API docs {base}/docs)",
             f"  triton         http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}",
             f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics",

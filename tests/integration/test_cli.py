@@ -67,3 +67,28 @@ def test_model_config_name_selects_the_published_libtorch_config(pipeline_projec
         triton_server.stop(process)
     text = log.read_text()
     assert "pytorch" in text.lower() and "emotion" in text, text[-3000:]
+
+
+def test_predict_prints_a_table_of_faces_and_names_what_failed(gateway_url: str, tmp_path: Path) -> None:
+    from PIL import Image
+    from skimage import data as skdata
+
+    photo, broken, missing = tmp_path / "astronaut.jpg", tmp_path / "broken.jpg", tmp_path / "missing.jpg"
+    Image.fromarray(skdata.astronaut()).save(photo, quality=90)
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+
+    def predict(*photos: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "emotorch.cli", "predict", "--consent", "--url", gateway_url]
+        command += [str(p) for p in photos]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    ok = predict(photo)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "HTTP Request" not in ok.stderr  # no request log noise around the table
+    header, rule, row, *_ = ok.stdout.splitlines()
+    assert header.split()[:3] == ["photo", "face", "box"] and set(rule) <= {"-", " "}
+    assert row.startswith("astronaut.jpg") and "1 of 1 photo(s) analysed by model emotion v1" in ok.stdout
+    mixed = predict(photo, broken, missing)
+    assert mixed.returncode == 1
+    assert "astronaut.jpg" in mixed.stdout and "1 of 3 photo(s) analysed" in mixed.stdout
+    assert "broken.jpg: HTTP 415" in mixed.stdout and "missing.jpg: No such file" in mixed.stdout

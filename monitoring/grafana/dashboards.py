@@ -89,6 +89,8 @@ def model() -> dict[str, Any]:
             ("emotorch:face_contrast:mean_shift_10m", "contrast"),
         ]),
         panel("Images without a face", [("emotorch:images_without_face:ratio_rate5m", "no-face share")], "percentunit"),
+        panel("Faces answered 'uncertain' (abstentions)", [("emotorch:abstentions:ratio_rate5m", "uncertain share")],
+              "percentunit"),
         panel("Served model version", [("emotorch_model_info", "{{version}}")], kind="stat"),
     ])  # fmt: skip
 

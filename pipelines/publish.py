@@ -143,7 +143,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def remove_stale_staging(model_dir: Path) -> None:
     """Remove what an interrupted publish left behind."""
-    for leftover in model_dir.glob(f"{STAGING_PREFIX}*"):
+    configs = model_dir / LIBTORCH_CONFIG.parent
+    for leftover in [*model_dir.glob(f"{STAGING_PREFIX}*"), *configs.glob(f"{STAGING_PREFIX}*")]:
         logger.warning("removing leftover %s from an interrupted publish", leftover)
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
@@ -267,16 +268,25 @@ def load_and_verify(
 
 
 def _log_model_card(version_dir: Path, run_id: str | None) -> None:
-    """Attach the published version's model card to its MLflow run."""
+    """Attach the published version's model card to its MLflow run. Best effort: the version is already
+    published with its card in its folder; a tracking store without that run only earns a warning."""
     if run_id is None or not (version_dir / "model_card.md").exists():
         return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_artifact(str(version_dir / "model_card.md"), artifact_path="model_card")
-        mlflow.log_artifact(str(version_dir / "model_card.json"), artifact_path="model_card")
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        logger.warning("model card not attached to MLflow: no tracking database at %s", tracking_uri)
+        return  # never create an empty tracking database as a side effect
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_artifact(str(version_dir / "model_card.md"), artifact_path="model_card")
+            mlflow.log_artifact(str(version_dir / "model_card.json"), artifact_path="model_card")
+    except MlflowException as e:
+        logger.warning("model card not attached to MLflow run %s at %s: %s", run_id, tracking_uri, e)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,7 +319,6 @@ def main(argv: list[str] | None = None) -> None:
         export_metadata = export_metadata | {"registry_version": decision["challenger"]["registry_version"]}
     version, previous = publish_version(args.repository, args.model, export_metadata, params)
     logger.info("published %s version %d in %s", params.model_name, version, args.repository)
-    _log_model_card(args.repository / params.model_name / str(version), export_metadata.get("run_id"))
     receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
                                "loaded_by_triton": False}  # fmt: skip
     if args.triton_url:
@@ -320,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         except PublishError as e:
             rollback(args.repository, params, version, previous)
             raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
+    _log_model_card(args.repository / params.model_name / str(version), export_metadata.get("run_id"))
     args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
 
 

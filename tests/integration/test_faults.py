@@ -197,10 +197,14 @@ def _repository_is_valid(stack: Stack) -> None:
 
     model_dir = stack.repository / "emotion"
     text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    text_format.Parse((model_dir / "configs" / "libtorch.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    required = {"labels.txt", "metadata.json", "model.pt", "model.py"}
     for entry in model_dir.iterdir():
         if entry.name.isdigit():
-            files = sorted(p.name for p in entry.iterdir() if p.name != "__pycache__")  # Triton's import cache
-            assert files == ["labels.txt", "metadata.json", "model.pt", "model.py"], entry
+            files = {p.name for p in entry.iterdir() if p.name != "__pycache__"}  # Triton's import cache
+            assert required <= files <= required | {"model_card.md", "model_card.json"}, entry
+        elif entry.name == "configs":
+            assert all(p.name == "libtorch.pbtxt" or p.name.startswith(".staging-") for p in entry.iterdir()), entry
         else:
             assert entry.name == "config.pbtxt" or entry.name.startswith(".staging-"), entry
 

@@ -176,6 +176,7 @@ def test_worse_challenger_is_rejected_and_nothing_is_published(pipeline_project:
     assert sorted(p.name for p in (pipeline_project / "model_repository" / "emotion").iterdir()) == [
         "1",
         "config.pbtxt",
+        "configs",
     ]
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

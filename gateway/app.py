@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -30,12 +30,13 @@ from gateway.detection import FaceDetector, HaarFaceDetector
 from gateway.errors import GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
-from gateway.metrics import GatewayMetrics, outcome
+from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import RateLimit
 from gateway.recommendations_api import router as recommendations_router
 from gateway.schemas import AbstentionPolicy, EmotionsResponse, Health, ModelDescription, ModelRef, Readiness
 from gateway.settings import Settings
 from gateway.state import CatalogHolder, StateDep, require_consent
+from gateway.timing import RequestTiming
 from gateway.triton import TritonClassifier
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def create_app(
         "Images are analysed in memory, only with consent, and never stored.",
         lifespan=lifespan,
     )
-    # Middleware runs outermost-last-added: CORS, then the rate limit, then the body limit.
+    # Middleware runs outermost-last-added: timing, CORS, then the rate limit, then the body limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RateLimit, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
     if settings.cors_origins:
@@ -110,25 +111,11 @@ def create_app(
             allow_headers=["content-type", "authorization"],
             expose_headers=["retry-after"],
         )
+    app.add_middleware(RequestTiming, metrics=metrics, headers_for=_response_headers)  # outermost: sees 413/429 too
     install_error_handlers(app)
     app.include_router(recommendations_router)
     app.include_router(admin_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    @app.middleware("http")
-    async def _time_requests(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")  # the template, never the raw path
-        metrics.request_duration.labels(
-            route=template, method=request.method, outcome=outcome(response.status_code)
-        ).observe(time.perf_counter() - started)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        if template in ("/", "/static"):
-            response.headers.update(DEMO_HEADERS)
-        return response
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
@@ -222,6 +209,14 @@ _ERROR_RESPONSES = {
     503: "the model is not available (Retry-After says when to retry)",
     504: "the model did not answer in time",
 }
+
+
+_BASE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def _response_headers(route_template: str) -> dict[str, str]:
+    """Headers for every answer; the demo page and its assets also get a strict Content-Security-Policy."""
+    return _BASE_HEADERS | DEMO_HEADERS if route_template in ("/", "/static") else _BASE_HEADERS
 
 
 def _ms_since(started: float) -> float:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,10 @@ def test_triton_command_serves_and_stops_on_signal(pipeline_project: Path, tmp_p
     )
     try:
         triton_server.wait_until_ready(process, http, ["emotion"], timeout_s=120)  # type: ignore[arg-type]
-        assert port_in_use("127.0.0.1", grpc) and port_in_use("127.0.0.1", metrics)
+        deadline = time.monotonic() + 15  # the metrics endpoint may open a moment after HTTP reports ready
+        while not (port_in_use("127.0.0.1", grpc) and port_in_use("127.0.0.1", metrics)):
+            assert time.monotonic() < deadline, "Triton's gRPC or metrics port did not open"
+            time.sleep(0.1)
         process.send_signal(signum)
         assert process.wait(timeout=30) is not None
         assert not port_in_use("127.0.0.1", http)

@@ -35,6 +35,11 @@ class StackConfig:
     model_name: str = "emotion"
 
 
+def state_dir(config: StackConfig) -> Path:
+    """Where the running stack keeps its logs, Prometheus data and lock (ignored by git)."""
+    return config.project_dir / ".cache" / "stack"
+
+
 def published_versions(repository: Path, model_name: str) -> list[str]:
     """Version folders of the model that hold a model.pt."""
     model_dir = repository / model_name
@@ -100,7 +105,7 @@ def _wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float, 
 def _start_observability(config: StackConfig, children: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, str]:
     """Prometheus (scraping the gateway and Triton, with the project's rules) and the MLflow UI."""
     urls: dict[str, str] = {}
-    state = config.project_dir / ".cache" / "stack"
+    state = state_dir(config)
     state.mkdir(parents=True, exist_ok=True)
     try:
         monitoring.prometheus_binary()
@@ -136,7 +141,7 @@ class AlreadyRunningError(RuntimeError):
 def stack_lock(config: StackConfig) -> Iterator[None]:
     """Hold the project's stack lock while the stack runs: a second `make up` says who runs it instead of
     failing on a busy port. The kernel releases the lock when the holder dies, so a crash never leaves it stale."""
-    path = config.project_dir / ".cache" / "stack" / "up.lock"
+    path = state_dir(config) / "up.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+")
     try:

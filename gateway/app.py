@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -217,7 +216,3 @@ _BASE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-ref
 def _response_headers(route_template: str) -> dict[str, str]:
     """Headers for every answer; the demo page and its assets also get a strict Content-Security-Policy."""
     return _BASE_HEADERS | DEMO_HEADERS if route_template in ("/", "/static") else _BASE_HEADERS
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)

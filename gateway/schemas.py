@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 UNCERTAIN = "uncertain"
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # an opaque id chosen by the client
 
 
 class FaceResult(BaseModel):
@@ -86,7 +87,7 @@ class RecommendationQuery(BaseModel):
     domains: list[Domain] = Field(default_factory=lambda: list(ALL_DOMAINS), min_length=1, max_length=5)
     k: int = Field(5, ge=1, le=20, description="items per domain")
     session_id: str | None = Field(
-        None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="opaque id; DELETE /v1/sessions/{id} erases it"
+        None, max_length=64, pattern=SESSION_ID_PATTERN, description="opaque id; DELETE /v1/sessions/{id} erases it"
     )
 
 
@@ -129,9 +130,6 @@ class FeedbackRequest(BaseModel):
 class FeedbackRecorded(BaseModel):
     recorded: bool
     event_id: int
-
-
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 class SessionErased(BaseModel):

@@ -33,6 +33,9 @@ STAGING_PREFIX = ".staging-"
 
 
 LIBTORCH_CONFIG = Path("configs") / "libtorch.pbtxt"  # Triton: --model-config-name=libtorch selects it
+PYTHON_CONFIG = Path("config.pbtxt")
+# What a publish leaves as it was found when it rolls back: each model-level config's previous text (None: absent).
+PreviousConfigs = dict[Path, str | None]
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,8 @@ def remove_stale_staging(model_dir: Path) -> None:
 
 def publish_version(
     repository: Path, model_pt: Path, export_metadata: dict[str, Any], params: PublishParams
-) -> tuple[int, str | None]:
-    """Write version N+1 and the config describing it; return (N+1, the previous config text or None)."""
+) -> tuple[int, PreviousConfigs]:
+    """Write version N+1 and the configs describing it; return (N+1, the configs as they were before)."""
     model_dir = repository / params.model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(model_dir)
@@ -200,38 +203,32 @@ def publish_version(
             os.fsync(handle.fileno())
     staging.chmod(0o755)
     os.rename(staging, model_dir / str(version))  # the one step that makes the version visible
-    config_path = model_dir / "config.pbtxt"
-    previous = config_path.read_text(encoding="utf-8") if config_path.exists() else None
+    configs = {
+        LIBTORCH_CONFIG: render_config(params, labels, metadata, card_markdown, "libtorch"),
+        PYTHON_CONFIG: render_config(params, labels, metadata, card_markdown),  # last: what the local Triton reads
+    }
+    previous = {path: _read_if_exists(model_dir / path) for path in configs}
     (model_dir / LIBTORCH_CONFIG).parent.mkdir(exist_ok=True)
-    _write_atomic(model_dir / LIBTORCH_CONFIG, render_config(params, labels, metadata, card_markdown, "libtorch"))
-    _write_atomic(config_path, render_config(params, labels, metadata, card_markdown))
+    for path, text in configs.items():
+        _write_atomic(model_dir / path, text)
     return version, previous
 
 
-def rollback(repository: Path, params: PublishParams, version: int, previous_config: str | None) -> None:
-    """Remove a version that failed to serve and restore the config of the one still serving."""
+def _read_if_exists(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.exists() else None
+
+
+def rollback(repository: Path, params: PublishParams, version: int, previous: PreviousConfigs) -> None:
+    """Remove a version that failed to serve and restore the configs of the one still serving."""
     model_dir = repository / params.model_name
     doomed = model_dir / f"{STAGING_PREFIX}rollback-{version}"
     os.rename(model_dir / str(version), doomed)
     shutil.rmtree(doomed)
-    if previous_config is not None:
-        _write_atomic(model_dir / "config.pbtxt", previous_config)
-        _write_atomic(model_dir / LIBTORCH_CONFIG, _as_libtorch(previous_config, params))
-    else:
-        (model_dir / "config.pbtxt").unlink(missing_ok=True)
-        (model_dir / LIBTORCH_CONFIG).unlink(missing_ok=True)
-
-
-def _as_libtorch(python_config: str, params: PublishParams) -> str:
-    """The libtorch twin of a python-backend config (same contract and metadata), for a rollback."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    config = text_format.Parse(python_config, model_config_pb2.ModelConfig())
-    labels = json.loads(config.parameters["labels"].string_value)
-    metadata = json.loads(config.parameters["metadata"].string_value)
-    card = config.parameters["model_card"].string_value if "model_card" in config.parameters else None
-    return render_config(params, labels, metadata, card, "libtorch")
+    for path, text in previous.items():
+        if text is not None:
+            _write_atomic(model_dir / path, text)
+        else:
+            (model_dir / path).unlink(missing_ok=True)
 
 
 def load_and_verify(

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.catalog import DEFAULT_CATALOG, DOMAINS, CatalogError, load_catalog
 from gateway.feedback import FeedbackStore, ItemNotRecommendedError, UnknownRecommendationError
-from gateway.recommendation import PER_CATEGORY_CAP, FeedbackStats, align, rank
+from gateway.recommendation import PER_CATEGORY_CAP, FeedbackStats, Posterior, align, rank
 from gateway.settings import Settings
 from tests.conftest import free_port
 
@@ -201,6 +201,46 @@ def test_posterior_updates_follow_the_emotion_weights() -> None:
     assert stats.failures[row].sum() == pytest.approx(2.0) and stats.successes.sum() == pytest.approx(4.0)
 
 
+def test_posterior_starts_from_the_catalog_and_learns_at_both_levels() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    happy, sad = LABELS.index("happy"), LABELS.index("sad")
+    stats = FeedbackStats.empty(catalog)
+    prior = Posterior.fit(catalog, stats).mean()
+    # Before any feedback the ordering under each emotion is the catalog's affinity order.
+    assert np.array_equal(
+        np.argsort(-prior[:, sad], kind="stable"), np.argsort(-catalog.affinity[:, sad], kind="stable")
+    )
+    liked, missed = catalog.index["movie-comedy-01"], catalog.index["movie-comedy-02"]
+    stats.add(liked, np.eye(len(LABELS))[happy], successes=8, failures=12)
+    stats.add(missed, np.eye(len(LABELS))[happy], successes=0, failures=20)
+    learned = Posterior.fit(catalog, stats).mean()
+    # Relative to an item nobody gave feedback on (the global rate moves every item), the liked item rose and
+    # the missed one fell under "happy"; the item level carries that to the other emotions, less strongly.
+    untouched = catalog.index["movie-comedy-03"]
+    change = learned / prior
+    for emotion in (happy, sad):
+        assert change[liked, emotion] > 1.5 * change[untouched, emotion] > 3 * change[missed, emotion]
+    assert change[liked, happy] > change[liked, sad] and change[missed, happy] < change[missed, sad]
+    # Untouched items keep their place relative to each other.
+    others = [i for i in range(len(catalog.items)) if i not in (liked, missed)]
+    assert np.array_equal(
+        np.argsort(-learned[others, sad], kind="stable"), np.argsort(-prior[others, sad], kind="stable")
+    )
+
+
+def test_posterior_samples_center_on_the_mean_with_the_chosen_spread() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    posterior = Posterior.fit(catalog, FeedbackStats.empty(catalog))
+    rng = np.random.default_rng(0)
+    full = np.array([posterior.sample(rng, spread=1.0) for _ in range(400)])
+    narrow = np.array([posterior.sample(rng, spread=0.2) for _ in range(400)])
+    mean = posterior.mean()
+    assert np.allclose(narrow.mean(0), mean, rtol=0.1, atol=2e-3)
+    ratio = np.median(narrow.std(0) / full.std(0))
+    assert 0.15 < ratio < 0.3  # the spread scales the standard deviation
+    assert np.array_equal(posterior.sample(rng, spread=0.0), mean)  # no spread: the posterior mean
+
+
 def test_store_stats_count_impressions_without_success_as_failures(tmp_path: Path) -> None:
     catalog = load_catalog(DEFAULT_CATALOG)
     store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
@@ -294,6 +334,7 @@ def test_erasing_a_session_deletes_its_feedback_and_what_was_learned(client: Tes
     replica = FeedbackStore(settings.database_url, stats_ttl_s=0)  # another gateway on the same database
     catalog = load_catalog(DEFAULT_CATALOG)
     assert replica.stats(catalog).successes[catalog.index[target]].sum() >= 30
+
     def position(session_id: str) -> int:
         shown = [s["item_id"] for s in recommend(session_id)["domains"]["songs"]]
         return shown.index(target) if target in shown else len(shown)

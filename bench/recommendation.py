@@ -184,6 +184,16 @@ def simulate(rounds: int, k: int, seed: int, eval_rounds: int = 5000) -> tuple[d
     return results, time.perf_counter() - started
 
 
+def regret_exponent(regret: list[float]) -> float:
+    """a in regret ~ t**a, fitted on the last 90 % of the rounds: 1 is linear (no learning), below 1 sublinear."""
+    r = np.asarray(regret, dtype=np.float64)
+    t = np.arange(1, len(r) + 1, dtype=np.float64)
+    keep = (t > len(r) / 10) & (r > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(t[keep]), np.log(r[keep]), 1)[0])
+
+
 def summary(results: dict[str, Result], rounds: int) -> dict[str, dict[str, object]]:
     """Figures per policy; the oracle, a reference and not a policy, is left to `reference`."""
     window = max(rounds // 5, 1)
@@ -200,6 +210,7 @@ def summary(results: dict[str, Result], rounds: int) -> dict[str, dict[str, obje
             "regret": r.regret,
             "regret_first_window": first,
             "regret_last_window": last,
+            "regret_exponent": regret_exponent(r.regret),
             "ctr_last_window": r.window_ctr(window, r.impressions // max(rounds, 1)),
             "ctr_after": r.ctr_after,
             "after_clicks": r.after_clicks,
@@ -221,8 +232,9 @@ def policy_table(
     static, static_after = float(figures["static"]["ctr"]), float(figures["static"]["ctr_after"])  # type: ignore[arg-type]
     lines = [
         f"| policy | CTR, {rounds} learning rounds | vs static | CTR after {rounds} rounds ({eval_rounds} new users) "
-        f"| vs static | cumulative regret | regret, rounds 1-{window} | regret, last {window} rounds | last / first |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| vs static | cumulative regret | regret, rounds 1-{window} | regret, last {window} rounds | last / first "
+        "| regret ~ t^a, a |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in figures.items():
         ctr, after = float(f["ctr"]), float(f["ctr_after"])  # type: ignore[arg-type]
@@ -230,11 +242,11 @@ def policy_table(
         total = f["regret"][-1]  # type: ignore[index]
         lines.append(
             f"| {name} | {ctr:.4f} | {ctr / static:.2f}x | {after:.4f} | {after / max(static_after, 1e-9):.2f}x | "
-            f"{total:.1f} | {first:.1f} | {last:.1f} | {last / max(first, 1e-9):.2f} |"
+            f"{total:.1f} | {first:.1f} | {last:.1f} | {last / max(first, 1e-9):.2f} | {f['regret_exponent']:.2f} |"
         )
     lines.append(
         f"| (oracle: knows the hidden rates) | {oracle['ctr']:.4f} | {oracle['ctr'] / static:.2f}x | "
-        f"{oracle['ctr_after']:.4f} | {oracle['ctr_after'] / max(static_after, 1e-9):.2f}x | 0 | 0 | 0 | - |"
+        f"{oracle['ctr_after']:.4f} | {oracle['ctr_after'] / max(static_after, 1e-9):.2f}x | 0 | 0 | 0 | - | - |"
     )
     return lines
 
@@ -243,22 +255,27 @@ def seed_table(by_seed: list[dict[str, object]], rounds: int) -> list[str]:
     window = max(rounds // 5, 1)
     lines = [
         f"| seed | static CTR | EmoTorch CTR, learning | vs static | static CTR after | EmoTorch CTR after | vs static "
-        f"| oracle after, vs static | EmoTorch regret, rounds 1-{window} | last {window} rounds | last / first |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| oracle after, vs static | EmoTorch regret, rounds 1-{window} | last {window} rounds | last / first "
+        "| regret ~ t^a, a |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in by_seed:
         lines.append(
             f"| {row['seed']} | {row['static_ctr']:.4f} | {row['emotorch_ctr']:.4f} | {row['ratio']:.2f}x | "
             f"{row['static_ctr_after']:.4f} | {row['emotorch_ctr_after']:.4f} | {row['ratio_after']:.2f}x | "
             f"{row['oracle_ratio_after']:.2f}x | "
-            f"{row['regret_first_window']:.1f} | {row['regret_last_window']:.1f} | {row['regret_ratio']:.2f} |"
+            f"{row['regret_first_window']:.1f} | {row['regret_last_window']:.1f} | {row['regret_ratio']:.2f} | "
+            f"{row['regret_exponent']:.2f} |"
         )
     for label, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max)):
         ratio = float(reduce([float(r["ratio"]) for r in by_seed]))  # type: ignore[arg-type]
         after = float(reduce([float(r["ratio_after"]) for r in by_seed]))  # type: ignore[arg-type]
         regret = float(reduce([float(r["regret_ratio"]) for r in by_seed]))  # type: ignore[arg-type]
         oracle = float(reduce([float(r["oracle_ratio_after"]) for r in by_seed]))  # type: ignore[arg-type]
-        lines.append(f"| {label} | | | {ratio:.2f}x | | | {after:.2f}x | {oracle:.2f}x | | | {regret:.2f} |")
+        exponent = float(reduce([float(r["regret_exponent"]) for r in by_seed]))  # type: ignore[arg-type]
+        lines.append(
+            f"| {label} | | | {ratio:.2f}x | | | {after:.2f}x | {oracle:.2f}x | | | {regret:.2f} | {exponent:.2f} |"
+        )
     return lines
 
 
@@ -276,6 +293,8 @@ def seed_row(seed: int, figures: dict[str, dict[str, object]], oracle: dict[str,
         "regret_first_window": first,
         "regret_last_window": last,
         "regret_ratio": last / max(first, 1e-9),
+        "regret_exponent": emotorch["regret_exponent"],
+        "static_regret_exponent": static["regret_exponent"],
         "oracle_ratio_after": oracle["ctr_after"] / max(float(static["ctr_after"]), 1e-9),  # type: ignore[arg-type]
     }
 

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from bench.recommendation import EMOTION_PRIOR, noisy_prediction, reference, simulate, summary
+from bench.recommendation import EMOTION_PRIOR, noisy_prediction, reference, regret_exponent, simulate, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +23,13 @@ def test_the_learning_policy_beats_the_static_map_and_its_regret_flattens() -> N
     assert figures["emotorch"]["regret_last_window"] < 0.8 * figures["emotorch"]["regret_first_window"]  # type: ignore[operator]
     # The static map and random do not learn: their regret grows linearly.
     assert figures["static"]["regret_last_window"] > 0.85 * figures["static"]["regret_first_window"]  # type: ignore[operator]
+    assert figures["static"]["regret_exponent"] > 0.95 > figures["emotorch"]["regret_exponent"]  # type: ignore[operator]
+
+
+def test_regret_exponent_tells_linear_from_sublinear() -> None:
+    t = np.arange(1, 5001, dtype=np.float64)
+    assert regret_exponent(list(0.04 * t)) == pytest.approx(1.0)
+    assert regret_exponent(list(3.0 * np.sqrt(t))) == pytest.approx(0.5)
 
 
 def test_the_simulated_classifier_is_calibrated_like_the_served_model() -> None:

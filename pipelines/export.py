@@ -117,8 +117,16 @@ def main(argv: list[str] | None = None) -> None:
         "reference": prediction_reference(scripted, images, meta["labels"]),
         "evaluation": {
             k: evaluation[k]
-            for k in ("accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after", "behaviour", "test_rows",
-                      "abstention")
+            for k in (
+                "accuracy",
+                "macro_f1",
+                "per_class_recall",
+                "ece_before",
+                "ece_after",
+                "behaviour",
+                "test_rows",
+                "abstention",
+            )
         },  # fmt: skip
     }
     if args.data_metrics is not None:

@@ -18,8 +18,9 @@ validate stage can refuse them with their row numbers instead of the loader sile
     phash_splits     how many splits hold an image with this phash (1 = no leakage across splits)
 
 Duplicates within a split and near-duplicates across splits are handled by the `data.duplicates` and
-`data.leakage` policies: `drop` removes them (leakage: from train, never from validation or test) and counts
-them under `dropped`; `fail` keeps them so that validation stops the pipeline.
+`data.leakage` policies: `drop` removes them and counts them under `dropped` (leakage: from train; between
+validation and test, from validation; the test split is never touched); `fail` keeps them so that validation
+stops the pipeline.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ import pandas as pd
 import yaml
 
 from pipelines.labels import IMAGE_SIZE, LABELS, PIXELS_PER_IMAGE, SPLITS
-from pipelines.sources import SOURCES, Records, load_records
+from pipelines.sources import SOURCES, Records, load_records, numeric_folder_hint
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class DataParams:
     validation_fraction: float = 0.1  # image folders only: carved from train, stratified
     seed: int = 0
     duplicates: str = "drop"  # exact duplicates within a split: drop | fail
-    leakage: str = "drop"  # near-identical images across splits: drop (from train) | fail
+    leakage: str = "drop"  # near-identical images across splits: drop (from train, else validation) | fail
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -131,7 +133,11 @@ def add_overlap_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def apply_policies(table: pd.DataFrame, params: DataParams) -> tuple[pd.DataFrame, Counter[str]]:
-    """Drop within-split duplicates (keep the first) and train rows leaking into validation/test, if asked."""
+    """Drop within-split duplicates (keep the first) and near-identical faces across splits, if asked.
+
+    Leakage is removed from train (a face also in validation or test), then from validation (a face also in
+    test), so that the test split stays exactly as the source defines it.
+    """
     dropped: Counter[str] = Counter()
     if params.duplicates == "drop":
         hashed = table["content_hash"] != ""
@@ -142,6 +148,10 @@ def apply_policies(table: pd.DataFrame, params: DataParams) -> tuple[pd.DataFram
         held_out = set(table.loc[table["split"].isin(["validation", "test"]) & table["phash"].ne(""), "phash"])
         leaking = (table["split"] == "train") & table["phash"].isin(held_out)
         dropped["leakage_from_train"] = int(leaking.sum())
+        table = add_overlap_columns(table[~leaking])
+        tested = set(table.loc[table["split"].eq("test") & table["phash"].ne(""), "phash"])
+        leaking = (table["split"] == "validation") & table["phash"].isin(tested)
+        dropped["leakage_from_validation"] = int(leaking.sum())
         table = add_overlap_columns(table[~leaking])
     return table.reset_index(drop=True), Counter({k: v for k, v in dropped.items() if v})
 
@@ -177,6 +187,10 @@ def load_split(table_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def ingest(params: DataParams) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Load the source, apply the overlap policies; return the table and the data.json summary."""
     records = load_records(params.source, Path(params.path), params.validation_fraction, params.seed)
+    if not records.pixels:
+        dropped_so_far = dict(records.dropped) or "nothing"
+        raise ValueError(f"{params.path}: no rows to ingest (dropped: {dropped_so_far})"
+                         f"{numeric_folder_hint(records.dropped)}")  # fmt: skip
     table, dropped = apply_policies(canonical_table(records), params)
     summary = {
         "source": params.source,
@@ -196,9 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    params = DataParams.from_yaml(args.params)
     started = time.monotonic()
-    table, summary = ingest(params)
+    try:
+        params = DataParams.from_yaml(args.params)
+        table, summary = ingest(params)
+    except (ValueError, TypeError, OSError) as e:  # a bad source or params: say so, no traceback
+        logger.error("ingest: %s", e)
+        sys.exit(1)
+    if hint := numeric_folder_hint(Counter(summary["dropped"])):
+        logger.warning("ingest: some files were dropped%s", hint)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)

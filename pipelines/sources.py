@@ -7,6 +7,8 @@ marks as unusable (FER+ majority "unknown", "not a face", "contempt") are droppe
 
 from __future__ import annotations
 
+import io
+import tarfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from pipelines.labels import (
     FER2013_CODE_TO_LABEL,
@@ -36,8 +39,11 @@ FOLDER_ALIASES: dict[str, str] = {
     "sad": "sad", "sadness": "sad",
     "surprise": "surprise", "surprised": "surprise",
 }  # fmt: skip
+# Split folder names, lowercased; FER2013's own Usage names too (PublicTest is its validation split).
 FOLDER_SPLITS = {"train": "train", "training": "train", "test": "test", "testing": "test",
-                 "validation": "validation", "val": "validation", "valid": "validation"}  # fmt: skip
+                 "privatetest": "test", "validation": "validation", "val": "validation", "valid": "validation",
+                 "publictest": "validation"}  # fmt: skip
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm"}
 
 # FER+ vote columns (fer2013new.csv), in file order, and the project label each one votes for.
@@ -81,11 +87,47 @@ def _fer_code_to_index(code: str) -> int:
         return -1
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Read a CSV as strings: UTF-8 with or without BOM, LF or CRLF, stray spaces around values."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
+def _read_csv(path: Path, member: str = "fer2013.csv") -> pd.DataFrame:
+    """Read a CSV as strings: UTF-8 with or without BOM, LF or CRLF, stray spaces around values, gzip/bz2/xz/zip
+    compression, or a tar archive holding it (Kaggle ships `fer2013.tar.gz` with `fer2013/fer2013.csv`).
+
+    The frame's index is each row's line number in the file (header = line 1), blank lines skipped but counted.
+    Malformed CSV is a ValueError naming the file.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        if path.name.lower().endswith(TAR_SUFFIXES):
+            frame = pd.read_csv(io.BytesIO(_tar_member(path, member)), **_CSV_OPTIONS)
+        else:
+            frame = pd.read_csv(path, **_CSV_OPTIONS)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, tarfile.TarError, OSError) as e:
+        raise ValueError(f"{path}: cannot be read as a CSV file: {str(e).strip()}") from e
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    frame.index = pd.RangeIndex(2, len(frame) + 2)
+    blank = (frame == "").all(axis=1) if len(frame.columns) else pd.Series(False, index=frame.index)
+    return frame[~blank]
+
+
+# skip_blank_lines=False keeps blank lines as empty rows so that line numbers stay the file's; they are removed
+# after the index is set.
+_CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig", "skipinitialspace": True,
+                "skip_blank_lines": False}  # fmt: skip
+
+
+def _tar_member(path: Path, member: str) -> bytes:
+    """The bytes of `member` (matched by file name, any folder) or of the archive's only CSV."""
+    with tarfile.open(path) as archive:
+        files = [m for m in archive.getmembers() if m.isfile()]
+        named = [m for m in files if Path(m.name).name == member]
+        csvs = [m for m in files if m.name.lower().endswith(".csv") and not Path(m.name).name.startswith(".")]
+        chosen = named or csvs
+        if len(chosen) != 1:
+            found = ", ".join(m.name for m in files[:10]) or "no files"
+            raise ValueError(f"{path}: expected one {member} (or one CSV) in the archive; found: {found}")
+        extracted = archive.extractfile(chosen[0])
+        assert extracted is not None  # a regular file member
+        return extracted.read()
 
 
 def read_fer2013_csv(path: Path) -> Records:
@@ -93,11 +135,13 @@ def read_fer2013_csv(path: Path) -> Records:
     raw = _read_csv(path)
     missing = [c for c in FER2013_COLUMNS if c not in raw.columns]
     if missing:
-        raise ValueError(f"{path}: not a FER2013 CSV: missing column(s) {missing}; found {list(raw.columns)}")
+        raise ValueError(f"{path}: not a FER2013 CSV: missing column(s) {missing}; found {list(raw.columns)}"
+                         f"{_fer2013_hint(list(raw.columns))}")  # fmt: skip
     records = Records()
-    for line, (code, text, usage) in enumerate(zip(raw["emotion"], raw["pixels"], raw["Usage"], strict=True), 2):
+    name = path.name if not path.name.lower().endswith(TAR_SUFFIXES) else f"{path.name}/fer2013.csv"
+    for line, code, text, usage in zip(raw.index, raw["emotion"], raw["pixels"], raw["Usage"], strict=True):
         code, usage = code.strip(), usage.strip()
-        records.sources.append(f"{path.name}:{line}")
+        records.sources.append(f"{name}:{line}")
         records.codes.append(code)
         records.labels.append(_fer_code_to_index(code))
         records.usages.append(usage)
@@ -106,12 +150,43 @@ def read_fer2013_csv(path: Path) -> Records:
     return records
 
 
-def read_ferplus(directory: Path) -> Records:
-    """FER+ (`fer2013new.csv` beside `fer2013.csv`, same row order): the majority vote is the label.
+def _fer2013_hint(columns: list[str]) -> str:
+    """What to do with the CSVs people mistake for fer2013.csv."""
+    if set(columns) == {"emotion", "pixels"}:
+        return (
+            " - this looks like the competition's train.csv, which has no Usage column; use fer2013.csv "
+            "(it carries Training/PublicTest/PrivateTest) or convert the data to an image folder"
+        )
+    if columns == ["pixels"] or set(columns) == {"id", "pixels"}:
+        return " - this looks like the competition's unlabelled test.csv; training needs labels"
+    if "Image name" in columns:
+        return " - this looks like FER+'s fer2013new.csv: set data.source: ferplus and data.path to its folder"
+    return ""
 
-    Rows whose majority is unknown, not-a-face (NF) or contempt, or whose top vote is tied between labels,
-    are dropped and counted by reason.
+
+def ferplus_label(votes: np.ndarray) -> str:
+    """FER+'s majority rule (microsoft/FERPlus, `_process_data`, mode "majority").
+
+    Single votes are discarded as outliers, then the top vote must hold more than half of the remaining
+    votes; otherwise the face is "unknown". Returns a FERPLUS_VOTES name (which may be contempt, unknown or NF)
+    or "no_majority".
     """
+    kept = np.where(votes > 1, votes, 0.0)
+    total = kept.sum()
+    top = int(np.argmax(kept))
+    if total <= 0 or kept[top] <= 0.5 * total:
+        return "no_majority"
+    return FERPLUS_VOTES[top]
+
+
+def read_ferplus(directory: Path) -> Records:
+    """FER+ (`fer2013new.csv` beside `fer2013.csv`, same row order), labelled by FER+'s majority rule.
+
+    Rows without a majority, and rows whose majority is unknown, not-a-face (NF) or contempt (not in the
+    project's seven classes), are dropped and counted by reason. Each row's source names both files' lines.
+    """
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: data.path must be the folder holding fer2013.csv and fer2013new.csv")
     images = read_fer2013_csv(directory / "fer2013.csv")
     votes = _read_csv(directory / "fer2013new.csv")
     missing = [c for c in (*FERPLUS_VOTES, "Usage") if c not in votes.columns]
@@ -121,21 +196,14 @@ def read_ferplus(directory: Path) -> Records:
         raise ValueError(f"FER+ has {len(votes)} rows but fer2013.csv has {len(images.pixels)}: they must align")
     counts = votes[list(FERPLUS_VOTES)].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy()
     records = Records()
-    for i, row in enumerate(counts):
-        top = np.flatnonzero(row == row.max())
-        winner = FERPLUS_VOTES[top[0]]
-        if row.max() <= 0:
-            records.dropped["ferplus_no_votes"] += 1
-            continue
-        if len(top) > 1:
-            records.dropped["ferplus_tie"] += 1
-            continue
+    for i, (line, row) in enumerate(zip(votes.index, counts, strict=True)):
+        winner = ferplus_label(row)
         if winner not in FERPLUS_TO_LABEL:
             records.dropped[f"ferplus_{winner.lower()}"] += 1
             continue
         label = FERPLUS_TO_LABEL[winner]
         usage = str(votes["Usage"].iloc[i]).strip()
-        records.sources.append(f"fer2013new.csv:{i + 2}")
+        records.sources.append(f"fer2013new.csv:{line} ({images.sources[i]})")
         records.codes.append(winner)
         records.labels.append(LABEL_INDEX[label])
         records.usages.append(usage)
@@ -148,6 +216,12 @@ def _load_image(path: Path) -> np.ndarray:
     """Any size or colour -> 48x48 grayscale pixel values (empty if the file cannot be decoded)."""
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if image is None and data.size:  # GIF and a few others OpenCV does not decode: Pillow, first frame
+        try:
+            with Image.open(io.BytesIO(data.tobytes())) as opened:
+                image = np.asarray(opened.convert("L"))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            image = None
     if image is None:
         return np.empty(0, dtype=np.int64)
     if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
@@ -160,19 +234,34 @@ def _load_image(path: Path) -> np.ndarray:
 def read_image_folder(root: Path, validation_fraction: float, seed: int) -> Records:
     """`root/{train,test}/<class>/*.png` (any usual spelling and case); validation is carved from train.
 
-    The validation split is stratified by class and seeded, so the same tree always gives the same split.
-    Files in folders that name no known class are dropped and counted.
+    Split folders may also be named training/testing/val/validation or FER2013's Training/PublicTest/
+    PrivateTest. The validation split is stratified by class and seeded, so the same tree always gives the same
+    split. Files in folders that name no known class or split are dropped and counted; hidden files (`.DS_Store`,
+    macOS `._*` forks) are skipped and counted.
     """
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory")
-    split_dirs = {FOLDER_SPLITS[d.name.lower()]: d for d in sorted(root.iterdir()) if d.is_dir()
-                  and d.name.lower() in FOLDER_SPLITS}  # fmt: skip
-    if "train" not in split_dirs:
-        raise ValueError(f"{root}: no train/ folder (found {sorted(p.name for p in root.iterdir())})")
+    folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    split_dirs: dict[str, Path] = {}
     records = Records()
+    for folder in folders:
+        split = FOLDER_SPLITS.get(folder.name.lower())
+        if split is None:
+            records.dropped[f"unknown_split_folder:{folder.name}"] += sum(1 for _ in _image_files(folder, records))
+        elif split in split_dirs:
+            raise ValueError(f"{root}: both {split_dirs[split].name}/ and {folder.name}/ hold the {split} split")
+        else:
+            split_dirs[split] = folder
+    found = sorted(p.name for p in root.iterdir())
+    if "train" not in split_dirs:
+        raise ValueError(f"{root}: no train/ folder (found {found}); data.path must be the folder holding "
+                         "train/ and test/")  # fmt: skip
+    if "test" not in split_dirs:
+        raise ValueError(f"{root}: no test/ folder (found {found}); the evaluate stage needs a held-out test "
+                         "split: add test/<class>/ (also recognised: testing/, PrivateTest/)")  # fmt: skip
     for split, split_dir in split_dirs.items():
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = list(_image_files(class_dir, records))
             label = FOLDER_ALIASES.get(class_dir.name.strip().lower())
             if label is None:
                 records.dropped[f"unknown_class_folder:{class_dir.name}"] += len(files)
@@ -187,6 +276,31 @@ def read_image_folder(root: Path, validation_fraction: float, seed: int) -> Reco
     if "validation" not in split_dirs:
         _carve_validation(records, validation_fraction, seed)
     return records
+
+
+def _image_files(folder: Path, records: Records) -> list[Path]:
+    """Image files below `folder`, sorted; hidden files are counted under `dropped` and skipped."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            records.dropped["hidden_file"] += 1
+            continue
+        files.append(path)
+    return files
+
+
+def numeric_folder_hint(dropped: Counter[str]) -> str:
+    """Class folders named 0-6 are ambiguous (FER2013 numbers 4 Sad and 6 Neutral, other exports differ)."""
+    numeric = sorted(k.split(":", 1)[1] for k in dropped if k.startswith("unknown_class_folder:")
+                     and k.split(":", 1)[1].strip().isdigit())  # fmt: skip
+    if not numeric:
+        return ""
+    return (
+        f"; class folders named {numeric} are numbers, which exports order differently (FER2013: 0 angry, "
+        "1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral): rename them to class names"
+    )
 
 
 def _carve_validation(records: Records, fraction: float, seed: int) -> None:

@@ -38,12 +38,13 @@ class Failure:
     example_rows: list[int] = field(default_factory=list)
     example_sources: list[str] = field(default_factory=list)
     detail: str = ""
+    unit: str = "row(s)"
 
     def describe(self) -> str:
         where = f" on column '{self.column}'" if self.column else ""
         rows = f"; example rows: {self.example_rows} ({', '.join(self.example_sources)})" if self.example_rows else ""
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.expectation}{where} failed for {self.unexpected_count} row(s){rows}{detail}"
+        return f"{self.expectation}{where} failed for {self.unexpected_count} {self.unit}{rows}{detail}"
 
 
 def build_suite() -> gx.ExpectationSuite:
@@ -132,7 +133,24 @@ def validate_table(table: pd.DataFrame, docs_dir: Path | None = None) -> list[Fa
     frame = table.drop(columns=["pixels"]).assign(pixels="")
     result = checkpoint.run(batch_parameters={"dataframe": frame})
     (suite_result,) = result.run_results.values()
-    return [_failure(r) for r in suite_result.results if not r.success]
+    return [_failure(r) for r in suite_result.results if not r.success] + coverage_failures(table)
+
+
+def coverage_failures(table: pd.DataFrame) -> list[Failure]:
+    """Every split must hold every class.
+
+    An empty split stops training or evaluation later, and a class missing from test scores recall 0 into the
+    macro-F1 that the promotion gate reads.
+    """
+    known = table[table["label"].between(0, len(LABELS) - 1) & table["split"].isin(SPLITS)]
+    present = set(zip(known["split"], known["label"].astype(int), strict=True))
+    missing = [f"{split}/{LABELS[label]}" for split in SPLITS for label in range(len(LABELS))
+               if (split, label) not in present]  # fmt: skip
+    if not missing:
+        return []
+    empty = [split for split in SPLITS if split not in set(known["split"])]
+    detail = (f"empty split(s): {', '.join(empty)}; " if empty else "") + f"no rows for {', '.join(missing)}"
+    return [Failure("every_class_in_every_split", "label", len(missing), detail=detail, unit="split/class pair(s)")]
 
 
 def _failure(r: Any) -> Failure:

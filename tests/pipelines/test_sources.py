@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.ingest import DataParams, canonical_table, class_counts, ingest, main
 from pipelines.labels import LABELS
-from pipelines.sources import FERPLUS_VOTES, read_ferplus, read_image_folder
+from pipelines.sources import FERPLUS_VOTES, read_fer2013_csv, read_ferplus, read_image_folder
 
 
 def _face(seed: int, size: int = 48, colour: bool = False) -> np.ndarray:
@@ -101,14 +101,20 @@ def test_ferplus_majority_vote_and_drops(tmp_path: Path) -> None:
         [0, 0, 0, 0, 0, 0, 0, 7, 0, 3],  # contempt -> dropped
         [0, 0, 5, 0, 0, 0, 5, 0, 0, 0],  # tie -> dropped
         [0, 0, 0, 1, 9, 0, 0, 0, 0, 0],  # anger -> angry
+        [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],  # FER+'s fer0000000: 4 of 9 once the single vote goes -> dropped
+        [5, 0, 0, 1, 1, 1, 1, 1, 0, 0],  # single votes are outliers: 5 of 5 -> neutral
+        [5, 0, 0, 2, 3, 0, 0, 0, 0, 0],  # exactly half is no majority -> dropped
     ]
-    usages = ["Training", "Training", "Training", "PublicTest", "PrivateTest", "Training", "PrivateTest"]
+    usages = ["Training", "Training", "Training", "PublicTest", "PrivateTest", "Training", "PrivateTest",
+              "Training", "PublicTest", "Training"]  # fmt: skip
     _write_ferplus(tmp_path, votes, usages)
     records = read_ferplus(tmp_path)
-    assert [LABELS[i] for i in records.labels] == ["happy", "neutral", "angry"]
-    assert records.splits == ["train", "train", "test"]
-    assert records.dropped == {"ferplus_nf": 1, "ferplus_unknown": 1, "ferplus_contempt": 1, "ferplus_tie": 1}
-    assert records.sources[2] == "fer2013new.csv:8"  # rows keep their position in the file
+    assert [LABELS[i] for i in records.labels] == ["happy", "neutral", "angry", "neutral"]
+    assert records.splits == ["train", "train", "test", "validation"]
+    assert records.dropped == {"ferplus_nf": 1, "ferplus_unknown": 1, "ferplus_contempt": 1, "ferplus_no_majority": 3}
+    # Each row names its line in both files: after drops, its position alone would point at another row.
+    assert records.sources[2] == "fer2013new.csv:8 (fer2013.csv:8)"
+    assert records.sources[3] == "fer2013new.csv:10 (fer2013.csv:10)"
 
 
 def test_ferplus_row_count_mismatch_is_an_error(tmp_path: Path) -> None:
@@ -192,3 +198,93 @@ def test_data_json_of_an_image_folder_tree(tmp_path: Path) -> None:
         "test": dict.fromkeys(LABELS, 0) | {"happy": 2, "sad": 3},
     }
     assert summary["dropped"] == {"unknown_class_folder:notes": 1}
+
+
+def test_kaggle_tar_gz_is_read_and_an_ambiguous_archive_is_named(tmp_path: Path) -> None:
+    import tarfile
+
+    csv = _fer_csv_with(tmp_path / "fer2013.csv", [(3, _face(1), "Training"), (4, _face(2), "PrivateTest")])
+    (tmp_path / "README").write_text("readme")
+    archive = tmp_path / "fer2013.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # Kaggle's layout: fer2013/{fer2013.csv,README,fer2013.bib}
+        tar.add(csv, "fer2013/fer2013.csv")
+        tar.add(tmp_path / "README", "fer2013/README")
+    records = read_fer2013_csv(archive)
+    assert [LABELS[i] for i in records.labels] == ["happy", "sad"]
+    assert records.sources == ["fer2013.tar.gz/fer2013.csv:2", "fer2013.tar.gz/fer2013.csv:3"]
+    two = tmp_path / "two.tar"
+    with tarfile.open(two, "w") as tar:
+        tar.add(csv, "a.csv")
+        tar.add(csv, "b.csv")
+    with pytest.raises(ValueError, match=r"two.tar: expected one fer2013.csv .*a.csv, b.csv"):
+        read_fer2013_csv(two)
+
+
+def test_line_numbers_survive_blank_lines_and_parse_errors_name_the_file(tmp_path: Path) -> None:
+    face = " ".join(map(str, _face(1).ravel()))
+    path = tmp_path / "fer2013.csv"
+    path.write_text(f"emotion,pixels,Usage\n3,{face},Training\n\n\n3,1 2 3,Training\n")
+    records = read_fer2013_csv(path)
+    assert records.sources == ["fer2013.csv:2", "fer2013.csv:5"] and records.pixels[1].size == 3
+    path.write_text(f"emotion,pixels,Usage\n3,{face},Training\n3,{face},Training,extra\n")
+    with pytest.raises(ValueError, match=r"fer2013.csv: cannot be read as a CSV file: .*line 3"):
+        read_fer2013_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("header", "hint"),
+    [("emotion,pixels", "train.csv, which has no Usage"), ("id,pixels", "unlabelled test.csv"),
+     ("Usage,Image name,neutral", "source: ferplus")],
+)  # fmt: skip
+def test_files_mistaken_for_fer2013_get_a_hint(tmp_path: Path, header: str, hint: str) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text(header + "\n" + ",".join(["1"] * len(header.split(","))) + "\n")
+    with pytest.raises(ValueError, match=hint):
+        read_fer2013_csv(path)
+
+
+def test_fer2013_usage_names_as_split_folders_and_unknown_split_folders(tmp_path: Path) -> None:
+    _write_tree(tmp_path, {"Training": {"happy": 4}, "PublicTest": {"happy": 2}, "PrivateTest": {"happy": 3},
+                           "extras": {"happy": 5}})  # fmt: skip
+    records = read_image_folder(tmp_path, 0.5, 0)
+    assert sorted(records.splits) == ["test"] * 3 + ["train"] * 4 + ["validation"] * 2  # nothing carved
+    assert records.dropped == {"unknown_split_folder:extras": 5}
+
+
+def test_image_folder_without_a_test_split_is_refused_before_training(tmp_path: Path) -> None:
+    _write_tree(tmp_path, {"train": {"happy": 4}, "validation": {"happy": 2}})
+    with pytest.raises(ValueError, match=r"no test/ folder .*PrivateTest"):
+        read_image_folder(tmp_path, 0.1, 0)
+
+
+def test_hidden_files_are_skipped_and_gifs_decoded(tmp_path: Path) -> None:
+    from PIL import Image
+
+    _write_tree(tmp_path, {"train": {"happy": 2}, "test": {"happy": 1}})
+    (tmp_path / "train" / "happy" / "._im0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (tmp_path / "train" / "happy" / ".DS_Store").write_bytes(b"junk")
+    Image.fromarray(_face(5, 64)).save(tmp_path / "train" / "happy" / "anim.gif")
+    records = read_image_folder(tmp_path, 0.34, 0)
+    assert records.dropped == {"hidden_file": 1}  # .DS_Store has no image suffix: never considered
+    assert len(records.pixels) == 4 and all(p.size == 48 * 48 for p in records.pixels)
+
+
+def test_numeric_class_folders_get_a_hint(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "tree", {"train": {"0": 2, "3": 2}, "test": {"3": 1}})
+    with pytest.raises(ValueError, match=r"no rows to ingest .*numbers.*rename them to class names"):
+        ingest(DataParams(source="image_folder", path=str(tmp_path / "tree")))
+
+
+def test_leakage_between_validation_and_test_leaves_test_untouched(tmp_path: Path) -> None:
+    a, b = _face(1), _face(2)
+    path = _fer_csv_with(tmp_path / "f.csv", [(3, a, "Training"), (3, b, "PublicTest"), (3, b, "PrivateTest")])
+    table, summary = ingest(DataParams(source="fer2013_csv", path=str(path)))
+    assert summary["dropped"] == {"leakage_from_validation": 1}
+    assert list(table["split"]) == ["train", "test"] and (table["phash_splits"] == 1).all()
+
+
+def test_ingest_errors_are_one_clear_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _run_ingest(tmp_path, {"source": "fer2013_csv", "path": str(tmp_path / "missing.csv")})
+    assert exit_info.value.code == 1
+    assert any("ingest: " in r.message and "missing.csv: no such file" in r.message for r in caplog.records)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from pipelines.ingest import DataParams, ingest
+from pipelines.labels import LABELS
 from pipelines.validate import main, validate_table
 from tests.pipelines.conftest import fer_table
 
@@ -87,3 +88,12 @@ def test_duplicates_and_leakage_kept_by_a_fail_policy_stop_validation(tmp_path: 
     assert f"leaky.csv:{test_row + 1}" in by_column["phash_splits"].example_sources  # file line of the row
     index = (tmp_path / "docs" / "index.html").read_text()
     assert "faces" in index  # HTML data docs of the failed run
+
+
+def test_a_class_missing_from_a_split_or_an_empty_split_fails(canonical: pd.DataFrame) -> None:
+    no_disgust_in_test = canonical[~((canonical["split"] == "test") & (canonical["label"] == LABELS.index("disgust")))]
+    (failure,) = validate_table(no_disgust_in_test.reset_index(drop=True))
+    assert failure.expectation == "every_class_in_every_split" and "test/disgust" in failure.detail
+    assert "1 split/class pair(s)" in failure.describe()
+    (failure,) = validate_table(canonical[canonical["split"] != "test"].reset_index(drop=True))
+    assert "empty split(s): test" in failure.detail and failure.unexpected_count == len(LABELS)

@@ -53,6 +53,7 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
     rows: list[tuple[str, ...]] = []
     failures: list[str] = []
     model = ""
+    unreachable = ""
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s) as client:
         for photo in tqdm(photos, desc="photos", unit="photo", disable=None, file=None):
             try:
@@ -62,11 +63,16 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
                 continue
             content_type = mimetypes.guess_type(photo.name)[0] or "application/octet-stream"
             try:
-                response = client.post("/v1/emotions", files={"image": (photo.name, data, content_type)},
-                                       data={"consent": "true", "mode": mode})  # fmt: skip
-            except httpx.HTTPError as e:
-                out.write(f"error: the gateway at {url} could not be reached ({e}); is `make up` running?\n")
-                return 1
+                response = _post(client, photo.name, data, content_type, mode)
+            except httpx.ConnectError as e:
+                unreachable = f"the gateway at {url} could not be reached ({e}); is `make up` running?"
+                break
+            except httpx.HTTPError:
+                try:  # a failed answer may have closed the kept-alive connection: once more, on a new one
+                    response = _post(client, photo.name, data, content_type, mode)
+                except httpx.HTTPError as e:
+                    failures.append(f"{photo}: no answer from the gateway ({e})")
+                    continue
             if response.status_code != 200:
                 failures.append(f"{photo}: {_problem(response)}")
                 continue
@@ -78,4 +84,11 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
         out.write(f"\n{len(photos) - len(failures)} of {len(photos)} photo(s) analysed by model {model}\n")
     for failure in failures:
         out.write(f"error: {failure}\n")
-    return 1 if failures else 0
+    if unreachable:
+        out.write(f"error: {unreachable}\n")
+    return 1 if failures or unreachable else 0
+
+
+def _post(client: httpx.Client, name: str, data: bytes, content_type: str, mode: str) -> httpx.Response:
+    return client.post("/v1/emotions", files={"image": (name, data, content_type)},
+                       data={"consent": "true", "mode": mode})  # fmt: skip

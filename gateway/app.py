@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -34,7 +34,7 @@ from gateway.ratelimit import RateLimit
 from gateway.recommendations_api import router as recommendations_router
 from gateway.schemas import AbstentionPolicy, EmotionsResponse, Health, ModelDescription, ModelRef, Readiness
 from gateway.settings import Settings
-from gateway.state import CatalogHolder, StateDep, require_consent
+from gateway.state import CatalogHolder, StateDep, require_consent, require_single_parts
 from gateway.timing import RequestTiming
 from gateway.triton import TritonClassifier
 
@@ -153,6 +153,7 @@ def create_app(
         responses={code: {"description": text} for code, text in _ERROR_RESPONSES.items()},
     )
     async def emotions(
+        request: Request,
         state: StateDep,
         image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo (or face crop with mode=face)")],
         consent: Annotated[
@@ -163,6 +164,7 @@ def create_app(
         ] = Mode.photo,
     ) -> EmotionsResponse:
         """Find the faces in an image and classify the emotion of each (largest face first)."""
+        require_single_parts(await request.form(), ("image", "consent", "mode"))
         require_consent(consent)
         data = await image.read()
         await image.close()
@@ -197,6 +199,10 @@ def create_app(
             card_data=info.metadata.get("card"),
         )
 
+    # HEAD wherever GET answers: load balancers and uptime monitors probe with it.
+    for path, endpoint in (("/", demo_page), ("/healthz", healthz), ("/readyz", readyz),
+                           ("/metrics", prometheus_metrics), ("/v1/model", model_description)):  # fmt: skip
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     return app
 
 

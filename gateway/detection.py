@@ -51,7 +51,8 @@ class HaarFaceDetector:
     def detect(self, gray: np.ndarray) -> list[Box]:
         height, width = gray.shape
         scale = min(1.0, self.max_side / max(height, width))
-        small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = gray if scale == 1.0 else cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         found = self._classifier().detectMultiScale(
             cv2.equalizeHist(small),
             scaleFactor=self.scale_factor,

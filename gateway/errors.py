@@ -46,6 +46,10 @@ class UnsupportedImageError(GatewayError):
     status, title = 415, "Unsupported image"
 
 
+class UnsupportedMediaTypeError(GatewayError):
+    status, title = 415, "Unsupported media type"
+
+
 class ModelUnavailableError(GatewayError):
     status, title = 503, "Model unavailable"
 
@@ -100,6 +104,12 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": str(e["msg"])} for e in exc.errors()]
         fields = ", ".join(e["field"] for e in errors)
         return problem(422, "Invalid request", f"invalid or missing field(s): {fields}", errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: a problem body like every other answer, the traceback in the log only.
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(500, "Internal error", "the gateway hit an unexpected error; it has been logged")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

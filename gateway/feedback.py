@@ -299,6 +299,11 @@ class FeedbackStore:
 
 
 def _outcomes(counts: dict[str, int]) -> tuple[int, int]:
-    """(successes, failures) of one recommended item from its event counts."""
-    successes = sum(counts.get(e, 0) for e in SUCCESS_EVENTS)
-    return successes, max(counts.get("impression", 0) - successes, 0) + counts.get("dismiss", 0)
+    """(successes, failures) of one recommended item from its event counts: at most one outcome per item shown.
+
+    A success if any success event came (click, like, purchase), else a failure if it was seen (impression) or
+    dismissed. Repeating an event changes nothing, so one client cannot outvote everyone by replaying it.
+    """
+    if any(counts.get(e, 0) for e in SUCCESS_EVENTS):
+        return 1, 0
+    return 0, int(counts.get("impression", 0) > 0 or counts.get("dismiss", 0) > 0)

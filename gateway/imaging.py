@@ -10,11 +10,24 @@ import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from gateway.errors import BadInputError, PayloadTooLargeError, UnsupportedImageError
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")  # MPO: multi-picture JPEG (many cameras, HDR gain maps)
+MAX_ASPECT_RATIO = 20.0  # no photo or face crop is longer than this on one side; such strips only cost memory
+
+# EXIF orientation -> the transpose that makes the image upright (read directly: Pillow's exif_transpose
+# also rewrites the EXIF block and raises on malformed tags the upright pixels do not depend on).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # FER2013 faces were registered by a face detector and cropped a little wider than its box. Haar boxes span
 # brows to chin; widening by this fraction on every side gives the forehead and jaw FER crops show.
@@ -47,20 +60,37 @@ def decode_grayscale(data: bytes, max_pixels: int) -> np.ndarray:
             )
         if width < 1 or height < 1:
             raise BadInputError("the image has no pixels")
+        if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            raise BadInputError(
+                f"the image is {width}x{height}, longer than {MAX_ASPECT_RATIO:g}:1 on one side; "
+                "send a photo or a face crop"
+            )
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _to_gray(upright)
+            return _to_gray(_upright(image))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise BadInputError(f"the {image.format} image is corrupt or truncated") from e
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; an unreadable EXIF block leaves the image as stored."""
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - malformed EXIF comes in many shapes (struct, type, value errors)
+        orientation = 1
+    method = _ORIENTATION.get(orientation)
+    return image.transpose(method) if method is not None else image
+
+
 def _to_gray(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit or float grayscale: Pillow's convert("L") clips to 255; scale the value range instead.
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if values.max() > 255 else 255.0
-        return np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
+        # 16-bit or float grayscale: Pillow's convert("L") clips to 255; scale the value range instead (float32:
+        # a 40 MP image costs 160 MB here, not 320).
+        values = np.asarray(image, dtype=np.float32)
+        top = np.float32(65535.0 if values.max() > 255 else 255.0)
+        values *= np.float32(255.0) / top
+        np.clip(np.rint(values, out=values), 0, 255, out=values)
+        return values.astype(np.uint8)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels over white, as a browser shows them, not over their hidden colour.
         rgba = image.convert("RGBA")
@@ -84,11 +114,13 @@ def crop_to_fer(gray: np.ndarray, box: Box, size: tuple[int, int] = (48, 48), ma
     x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
     x1, y1 = x0 + int(round(side)), y0 + int(round(side))
     img_h, img_w = gray.shape
-    pad = max(0, -x0, -y0, x1 - img_w, y1 - img_h)
-    if pad:
-        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
-    crop = gray[y0:y1, x0:x1]
+    # Only the crop is padded (by what lies outside the image on each side), never the whole image.
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, img_w), min(y1, img_h)
+    if ix1 <= ix0 or iy1 <= iy0:
+        raise BadInputError(f"face box {box} lies outside the {img_w}x{img_h} image")
+    crop = gray[iy0:iy1, ix0:ix1]
+    if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
+        crop = cv2.copyMakeBorder(crop, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_REPLICATE)
     shrinking = crop.shape[0] > size[0]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(crop, (size[1], size[0]), interpolation=interpolation)

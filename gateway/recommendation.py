@@ -70,7 +70,10 @@ def align(probabilities: dict[str, float], labels: tuple[str, ...]) -> np.ndarra
     unknown = set(probabilities) - set(labels)
     if unknown:
         raise ValueError(f"unknown emotion label(s) {sorted(unknown)}; known: {', '.join(labels)}")
-    vector = np.array([max(float(probabilities.get(label, 0.0)), 0.0) for label in labels])
+    bad = {k: v for k, v in probabilities.items() if not (np.isfinite(float(v)) and float(v) >= 0)}
+    if bad:
+        raise ValueError(f"the emotion probabilities must be finite and non-negative; got {bad}")
+    vector = np.array([float(probabilities.get(label, 0.0)) for label in labels])
     total = vector.sum()
     if not np.isfinite(total) or total <= 0:
         raise ValueError("the emotion probabilities must be non-negative and sum to more than 0")

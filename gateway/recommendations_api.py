@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gateway.analysis import Mode, analyse
-from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedImageError
+from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedMediaTypeError
 from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
 from gateway.recommendation import align, rank
 from gateway.schemas import (
@@ -29,7 +29,7 @@ from gateway.schemas import (
     RecommendedItem,
     SessionErased,
 )
-from gateway.state import State, StateDep, require_consent
+from gateway.state import State, StateDep, require_consent, require_single_parts
 
 router = APIRouter(tags=["recommendations"])
 
@@ -54,9 +54,12 @@ _MULTIPART_SCHEMA = {
     responses={
         400: {"description": "malformed body or image"},
         404: {"description": "no face in the image"},
-        415: {"description": "neither JSON nor multipart"},
+        413: {"description": "the body or the image is over the size limit"},
+        415: {"description": "neither JSON nor multipart, or an image format that is not accepted"},
         422: {"description": "invalid fields or consent"},
+        429: {"description": "too many requests from this client; see Retry-After"},
         503: {"description": "model unavailable"},
+        504: {"description": "the inference server did not answer in time"},
     },  # fmt: skip
     openapi_extra={
         "requestBody": {
@@ -82,7 +85,7 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         probabilities = _from_query(query, state)
         source = "probabilities" if query.probabilities is not None else "emotion"
     else:
-        raise UnsupportedImageError("send application/json (an emotion) or multipart/form-data (an image)")
+        raise UnsupportedMediaTypeError("send application/json (an emotion) or multipart/form-data (an image)")
     catalog = state["catalog"]
     try:
         vector = align(probabilities, catalog.labels)
@@ -103,8 +106,9 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         state["metrics"].recommended_items.labels(domain=domain, emotion=mood).inc(len(rows))
     return RecommendationsResponse(
         recommendation_id=recommendation_id,
-        emotion=EmotionEstimate(label=UNCERTAIN if uncertain else mood, uncertain=uncertain, probabilities=normalised,
-                                source=source),  # fmt: skip
+        emotion=EmotionEstimate(
+            label=UNCERTAIN if uncertain else mood, uncertain=uncertain, probabilities=normalised, source=source
+        ),  # fmt: skip
         domains={
             domain: [
                 RecommendedItem(
@@ -129,11 +133,12 @@ def _parse_json(body: bytes) -> RecommendationQuery:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInputError(f"the body is not valid JSON: {e}") from e
+    except (RecursionError, ValueError) as e:  # nesting too deep, an integer of thousands of digits
+        raise BadInputError(f"the JSON body is too deeply nested or holds too large a number: {e}") from e
     try:
         query = RecommendationQuery.model_validate(payload)
     except ValidationError as e:
-        fields = ", ".join(".".join(str(p) for p in err["loc"]) or "body" for err in e.errors())
-        raise UnprocessableError(f"invalid field(s): {fields}: {e.errors()[0]['msg']}") from e
+        raise UnprocessableError(f"invalid field(s): {_field_errors(e)}") from e
     if (query.emotion is None) == (query.probabilities is None):
         raise UnprocessableError("give exactly one of 'emotion' or 'probabilities'")
     return query
@@ -148,8 +153,14 @@ def _from_query(query: RecommendationQuery, state: State) -> dict[str, float]:
     return dict(query.probabilities or {})
 
 
+def _field_errors(error: ValidationError) -> str:
+    """Each offending field and what is wrong with it, never the submitted value."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+
+
 async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, FaceResult, ModelRef]:
     form = await request.form()
+    require_single_parts(form, ("image", "consent", "mode", "k", "session_id"))
     image = form.get("image")
     require_consent(form.get("consent"))
     if not isinstance(image, UploadFile):
@@ -163,9 +174,12 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
             fields[name] = form.get(name)
     try:
         query = RecommendationQuery.model_validate(fields)
+    except ValidationError as e:
+        raise UnprocessableError(f"invalid form field(s): {_field_errors(e)}") from e
+    try:
         mode = Mode(str(form.get("mode", "photo")))
-    except (ValidationError, ValueError) as e:
-        raise UnprocessableError(f"invalid form field(s): {e}".splitlines()[0]) from e
+    except ValueError as e:
+        raise UnprocessableError(f"invalid form field mode: {form.get('mode')!r} is not 'photo' or 'face'") from e
     data = await image.read()
     await image.close()
     settings = state["settings"]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 UNCERTAIN = "uncertain"
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # an opaque id chosen by the client
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # an opaque id chosen by the client (not "." or "..")
 
 
 class FaceResult(BaseModel):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
+from starlette.datastructures import FormData
 
 from gateway.catalog import Catalog
 from gateway.detection import FaceDetector
-from gateway.errors import ConsentRequiredError
+from gateway.errors import ConsentRequiredError, UnprocessableError
 from gateway.feedback import FeedbackStore
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
@@ -51,3 +52,10 @@ def require_consent(consent: object) -> None:
         raise ConsentRequiredError(
             "the form field 'consent' must be 'true': images are analysed only with the person's consent"
         )
+
+
+def require_single_parts(form: FormData, names: tuple[str, ...]) -> None:
+    """Refuse a form that repeats a part: which of two images or two consents counts is not a guess to make."""
+    for name in names:
+        if (count := len(form.getlist(name))) > 1:
+            raise UnprocessableError(f"the form field {name!r} appears {count} times; send it once")

@@ -43,3 +43,57 @@ def test_predict_needs_consent(tmp_path: Path, capsys: pytest.CaptureFixture[str
     photo.write_bytes(b"not used")
     assert main(["predict", str(photo), "--url", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "--consent" in capsys.readouterr().out
+
+
+def test_predict_says_when_the_gateway_is_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["predict", "--consent", str(photo), str(photo), "--url", f"http://127.0.0.1:{free_port()}"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("could not be reached") == 1 and "is `make up` running?" in out
+
+
+def test_predict_goes_on_after_a_dropped_connection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that drops the first connection without answering: that photo is retried, the rest go on."""
+    import json
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = {"faces": [{"box": {"x": 1, "y": 2, "width": 30, "height": 30}, "emotion": "happy", "uncertain": False,
+                         "most_likely": "happy", "confidence": 0.9,
+                         "probabilities": {"happy": 0.9, "sad": 0.1}}],
+              "model": {"name": "emotion", "version": "3"}, "timings_ms": {}}  # fmt: skip
+    calls: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(1)
+            if len(calls) == 1:
+                self.connection.shutdown(socket.SHUT_RDWR)  # no answer at all
+                return
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        photos = [tmp_path / f"{name}.png" for name in ("one", "two")]
+        for photo in photos:
+            photo.write_bytes(b"\x89PNG fake")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["predict", "--consent", *map(str, photos), "--url", url]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr().out
+    assert len(calls) == 3 and "2 of 2 photo(s) analysed by model emotion v3" in out

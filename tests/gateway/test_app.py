@@ -88,3 +88,53 @@ def test_uploads_stay_in_memory_up_to_the_body_limit() -> None:
     limit = 50 * 1024 * 1024
     create_app(Settings(triton_url="127.0.0.1:1", max_upload_bytes=limit))
     assert MultiPartParser.spool_max_size > limit
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/readyz", "/metrics", "/v1/model"])
+def test_head_answers_wherever_get_does(client: TestClient, path: str) -> None:
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code != 405 and head.content == b""
+
+
+def test_deep_or_huge_json_is_a_400_not_a_crash(client: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    nested = client.post("/v1/recommendations", content="[" * 20_000 + "]" * 20_000, headers=headers)
+    huge = client.post("/v1/recommendations", content='{"emotion": "sad", "k": ' + "9" * 5000 + "}", headers=headers)
+    for response in (nested, huge):
+        assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_form_errors_name_every_field(client: TestClient) -> None:
+    files = {"image": ("f.png", face_png())}
+    response = client.post("/v1/recommendations", files=files, data={"consent": "true", "k": "0", "session_id": "."})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "k: Input should be greater than or equal to 1" in detail and "session_id" in detail
+
+
+@pytest.mark.parametrize("route", ["/v1/emotions", "/v1/recommendations"])
+def test_repeated_parts_are_refused(client: TestClient, route: str) -> None:
+    files = [("image", ("a.png", face_png())), ("image", ("b.png", face_png()))]
+    response = client.post(route, files=files, data={"consent": "true"})
+    assert response.status_code == 422 and "'image' appears 2 times" in response.json()["detail"]
+
+
+def test_neither_json_nor_multipart_is_named_as_such(client: TestClient) -> None:
+    response = client.post("/v1/recommendations", content=b"emotion=sad", headers={"content-type": "text/plain"})
+    assert response.status_code == 415 and response.json()["title"] == "Unsupported media type"
+
+
+def test_unexpected_errors_are_problem_details_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(Settings(triton_url=f"127.0.0.1:{free_port()}", model_wait_s=0))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/boom")
+        assert response.status_code == 500 and response.headers["content-type"] == "application/problem+json"
+        assert response.json()["title"] == "Internal error" and "a bug" not in response.text
+        assert c.get("/healthz").status_code == 200
+    assert any("unexpected error on GET /boom" in r.message for r in caplog.records)

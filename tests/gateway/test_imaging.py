@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import io
+import struct
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -102,3 +104,43 @@ def test_crop_at_the_image_edge_is_padded_not_shifted() -> None:
 def test_empty_box_is_refused() -> None:
     with pytest.raises(BadInputError):
         crop_to_fer(np.zeros((10, 10), np.uint8), (0, 0, 0, 5))
+
+
+def test_malformed_exif_keeps_the_orientation_and_is_no_error() -> None:
+    """Orientation 6 plus a TransferFunction stored as ASCII: Pillow's exif_transpose raises struct.error."""
+    entries = [(0x0112, 3, 1, struct.pack("<HH", 6, 0)), (0x012D, 2, 4, b"abc\x00")]
+    packed = b"".join(struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+    ifd = struct.pack("<H", len(entries)) + packed + struct.pack("<I", 0)
+    raw = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd
+    gray = decode_grayscale(encode(gradient(64, 40).convert("RGB"), "JPEG", exif=raw), MAX_PIXELS)
+    assert gray.shape == (64, 40)
+
+
+@pytest.mark.parametrize("size", [(5000, 1), (1, 5000), (2000, 99)])
+def test_strips_are_refused_before_decoding(size: tuple[int, int]) -> None:
+    with pytest.raises(BadInputError, match="longer than 20:1"):
+        decode_grayscale(encode(Image.new("L", size, 128), "PNG"), MAX_PIXELS)
+    assert decode_grayscale(encode(Image.new("L", (2000, 100), 128), "PNG"), MAX_PIXELS).shape == (100, 2000)
+
+
+def test_multi_picture_jpeg_is_a_jpeg() -> None:
+    first, second = gradient().convert("RGB"), Image.new("RGB", (64, 40), (0, 0, 0))
+    data = encode(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    gray = decode_grayscale(data, MAX_PIXELS)
+    assert gray.shape == (40, 64) and gray[:, -1].mean() > 225  # the primary picture
+
+
+def test_crop_pads_only_the_crop_as_padding_the_whole_image_would() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (60, 90), dtype=np.uint8)
+    for box in [(0, 0, 30, 30), (70, 45, 20, 15), (10, 20, 30, 40), (0, 0, 90, 60)]:
+        x, y, w, h = box
+        side = max(w, h) * 1.2
+        x0, y0 = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
+        pad = max(0, -x0, -y0, x0 + round(side) - 90, y0 + round(side) - 60)
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        crop = padded[y0 + pad : y0 + pad + round(side), x0 + pad : x0 + pad + round(side)]
+        interpolation = cv2.INTER_AREA if crop.shape[0] > 48 else cv2.INTER_LINEAR
+        expected = cv2.resize(crop, (48, 48), interpolation=interpolation)
+        assert np.array_equal(crop_to_fer(image, box), expected), box

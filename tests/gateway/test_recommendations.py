@@ -253,7 +253,24 @@ def test_store_stats_count_impressions_without_success_as_failures(tmp_path: Pat
     happy = LABELS.index("happy")
     a, b = catalog.index[items[0][0]], catalog.index[items[1][0]]
     assert (stats.successes[a, happy], stats.failures[a, happy]) == (1.0, 0.0)
-    assert (stats.successes[b, happy], stats.failures[b, happy]) == (0.0, 2.0)
+    assert (stats.successes[b, happy], stats.failures[b, happy]) == (0.0, 1.0)  # seen and dismissed: one miss
+    store.close()
+
+
+def test_replayed_feedback_counts_once_per_item_shown(tmp_path: Path) -> None:
+    catalog = load_catalog(DEFAULT_CATALOG)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
+    item = "food-fresh-salads-02"
+    rec = store.save_recommendation({"sad": 1.0}, [(item, "food")], "session-1", "1")
+    for _ in range(100):
+        store.record(rec, item, "purchase")
+    store.record(rec, item, "impression")
+    sad, row = LABELS.index("sad"), catalog.index[item]
+    stats = store.stats(catalog)
+    assert (stats.successes[row, sad], stats.failures[row, sad]) == (1.0, 0.0)
+    second = store.save_recommendation({"sad": 1.0}, [(item, "food")], "session-2", "1")
+    store.record(second, item, "like")
+    assert store.stats(catalog).successes[row, sad] == 2.0  # another recommendation, another vote
     store.close()
 
 
@@ -277,20 +294,14 @@ def test_learned_rankings_survive_a_gateway_restart(settings: Settings) -> None:
         before = top_song(client)
         rec = client.post("/v1/recommendations", json={"emotion": "fear", "domains": ["songs"], "k": 20}).json()
         favourite = rec["domains"]["songs"][-1]["item_id"]
-        for _ in range(25):
+        for _ in range(25):  # 25 people shown fear songs: each likes the favourite and dismisses the rest
+            rec = client.post("/v1/recommendations", json={"emotion": "fear", "domains": ["songs"], "k": 20}).json()
+            assert favourite in [song["item_id"] for song in rec["domains"]["songs"]]
             for song in rec["domains"]["songs"]:
                 event = "like" if song["item_id"] == favourite else "dismiss"
-                assert (
-                    client.post(
-                        "/v1/feedback",
-                        json={
-                            "recommendation_id": rec["recommendation_id"],
-                            "item_id": song["item_id"],
-                            "event": event,
-                        },
-                    ).status_code
-                    == 201
-                )
+                response = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
+                                                             "item_id": song["item_id"], "event": event})  # fmt: skip
+                assert response.status_code == 201
         learned = top_song(client)
     assert learned == favourite != before
     with TestClient(create_app(settings)) as restarted:  # a new process on the same database
@@ -303,7 +314,7 @@ def test_incremental_stats_equal_a_full_rebuild(tmp_path: Path) -> None:
     live = FeedbackStore(url, stats_ttl_s=0)
     rng = np.random.default_rng(5)
     items = [("song-upbeat-pop-01", "songs"), ("food-desserts-02", "food"), ("place-museums-03", "places")]
-    recs = [live.save_recommendation({"happy": 0.6, "sad": 0.4}, items, None, None) for _ in range(4)]
+    recs = [live.save_recommendation({"happy": 0.6, "sad": 0.4}, items, None, None) for _ in range(40)]
     for step in range(120):
         rec, (item, _) = recs[rng.integers(len(recs))], items[rng.integers(len(items))]
         live.record(rec, item, ["impression", "click", "like", "dismiss", "purchase"][rng.integers(5)])

@@ -100,7 +100,7 @@ def create_app(
         lifespan=lifespan,
     )
     # Middleware runs outermost-last-added: timing, CORS, then the rate limit, then the body limit.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RateLimit, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,6 +1,9 @@
-"""Request-body size limit, answered as a problem-details 413 before or while the body is read."""
+"""Request-body size and time limits, answered as problem details (413, 408) before or while the body is read."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,16 +14,18 @@ _CLOSE = {"Connection": "close"}  # the unread body makes the connection unusabl
 
 
 class BodySizeLimit:
-    """Refuse request bodies over `max_bytes`.
+    """Refuse request bodies over `max_bytes`, or still arriving `timeout_s` after the first read.
 
     A declared Content-Length over the limit is refused before a byte of the body is read. A body without one
     (chunked) is counted as it streams; crossing the limit raises a 413 HTTPException, which FastAPI passes
-    to the app's problem-details handler.
+    to the app's problem-details handler. A body trickled in slowly (one byte a second holds a worker's memory
+    and a connection for as long as the client likes) is cut off with a 408 at the deadline.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,14 +41,23 @@ class BodySizeLimit:
                 await send_problem(send, 413, "Payload too large", detail, _CLOSE)
                 return
         received = 0
+        complete = False
+        deadline: float | None = None
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete, deadline
+            if complete:  # after the body only a disconnect can come, whenever it comes
+                return await receive()
+            deadline = deadline or time.monotonic() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise HTTPException(413, f"the request body exceeds the limit of {self.max_bytes} bytes")
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, counting_receive, send)

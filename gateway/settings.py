@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     model_wait_s: float = Field(30.0, ge=0, description="how long start-up waits for the model to be ready")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 answers")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted request body")
+    body_timeout_s: float = Field(30.0, gt=0, description="time a client has to send the whole request body")
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest accepted width x height")
     database_url: str = Field("sqlite:///emotorch-feedback.db", description="feedback store (SQLAlchemy URL)")
     catalog_path: Path = Field(DEFAULT_CATALOG, description="recommendation catalog CSV")

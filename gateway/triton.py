@@ -103,8 +103,10 @@ class TritonClassifier:
             return InferenceTimeoutError(f"Triton did not answer {action} within {self.timeout_s:g} s")
         if status in _BAD_INPUT_STATUSES:
             return BadInputError(f"Triton rejected the input: {e.message()}")
+        # The address and Triton's own words go to the log, not to clients.
+        logger.warning("model %r is not available at %s (%s: %s)", self.model_name, self._url, action, e.message())
         return ModelUnavailableError(
-            f"model {self.model_name!r} is not available at {self._url} ({action}: {e.message()})",
+            f"model {self.model_name!r} is not available: the inference server did not answer ({action})",
             headers=self._retry_after,
         )
 

@@ -138,3 +138,28 @@ def test_unexpected_errors_are_problem_details_and_logged(caplog: pytest.LogCapt
         assert response.json()["title"] == "Internal error" and "a bug" not in response.text
         assert c.get("/healthz").status_code == 200
     assert any("unexpected error on GET /boom" in r.message for r in caplog.records)
+
+
+def test_a_body_trickled_in_slowly_is_cut_off_with_a_408() -> None:
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    settings = Settings(triton_url=f"127.0.0.1:{free_port()}", model_wait_s=0, body_timeout_s=1.0)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"emo")  # fmt: skip
+            answer = sock.recv(4096).decode()  # nothing more is sent: the server must answer by itself
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -54,6 +54,7 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
     failures: list[str] = []
     model = ""
     unreachable = ""
+    analysed = 0
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s) as client:
         for photo in tqdm(photos, desc="photos", unit="photo", disable=None, file=None):
             try:
@@ -64,9 +65,12 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
             content_type = mimetypes.guess_type(photo.name)[0] or "application/octet-stream"
             try:
                 response = _post(client, photo.name, data, content_type, mode)
-            except httpx.ConnectError as e:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
                 unreachable = f"the gateway at {url} could not be reached ({e}); is `make up` running?"
                 break
+            except httpx.TimeoutException as e:
+                failures.append(f"{photo}: the gateway did not answer within {timeout_s:g} s ({e})")
+                continue
             except httpx.HTTPError:
                 try:  # a failed answer may have closed the kept-alive connection: once more, on a new one
                     response = _post(client, photo.name, data, content_type, mode)
@@ -79,9 +83,10 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
             body = response.json()
             model = f"{body['model']['name']} v{body['model']['version']}"
             rows += _rows(photo, body)
+            analysed += 1
     if rows:
         out.write(render_table(rows) + "\n")
-        out.write(f"\n{len(photos) - len(failures)} of {len(photos)} photo(s) analysed by model {model}\n")
+        out.write(f"\n{analysed} of {len(photos)} photo(s) analysed by model {model}\n")
     for failure in failures:
         out.write(f"error: {failure}\n")
     if unreachable:

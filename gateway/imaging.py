@@ -119,7 +119,16 @@ def crop_to_fer(gray: np.ndarray, box: Box, size: tuple[int, int] = (48, 48), ma
     if ix1 <= ix0 or iy1 <= iy0:
         raise BadInputError(f"face box {box} lies outside the {img_w}x{img_h} image")
     crop = gray[iy0:iy1, ix0:ix1]
-    if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
+    work = 4 * max(size)  # an intermediate resolution well above the output's
+    if (x1 - x0) > work and (x1 - x0) ** 2 > 2 * crop.size:
+        # Mostly padding (a long image sent as a face crop): shrink what is inside first, then pad the small
+        # result, so the padded square never exists at full size (28000x1400 would make it 780 MB).
+        f = work / (x1 - x0)
+        inner_w, inner_h = max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))
+        crop = cv2.resize(crop, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
+        left, top = min(round((ix0 - x0) * f), work - inner_w), min(round((iy0 - y0) * f), work - inner_h)
+        crop = cv2.copyMakeBorder(crop, top, work - inner_h - top, left, work - inner_w - left, cv2.BORDER_REPLICATE)
+    elif (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
         crop = cv2.copyMakeBorder(crop, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_REPLICATE)
     shrinking = crop.shape[0] > size[0]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR

@@ -13,13 +13,18 @@ from gateway.errors import send_problem
 _CLOSE = {"Connection": "close"}  # the unread body makes the connection unusable
 
 
+MIN_BODY_RATE = 16 * 1024  # bytes per second every upload is granted on top of the fixed allowance
+
+
 class BodySizeLimit:
-    """Refuse request bodies over `max_bytes`, or still arriving `timeout_s` after the first read.
+    """Refuse request bodies over `max_bytes`, or arriving slower than the time limit allows.
 
     A declared Content-Length over the limit is refused before a byte of the body is read. A body without one
     (chunked) is counted as it streams; crossing the limit raises a 413 HTTPException, which FastAPI passes
     to the app's problem-details handler. A body trickled in slowly (one byte a second holds a worker's memory
-    and a connection for as long as the client likes) is cut off with a 408 at the deadline.
+    and a connection for as long as the client likes) is cut off with a 408 at the deadline: `timeout_s` from
+    the first read plus one second per MIN_BODY_RATE bytes received, so a large upload on a slow mobile link
+    (10 MB at 16 KiB/s) still gets through while a trickle does not.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
@@ -49,10 +54,12 @@ class BodySizeLimit:
             if complete:  # after the body only a disconnect can come, whenever it comes
                 return await receive()
             deadline = deadline or time.monotonic() + self.timeout_s
+            remaining = deadline + received / MIN_BODY_RATE - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
             except TimeoutError:
-                raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s") from None
+                raise HTTPException(408, f"the request body did not arrive in time ({self.timeout_s:g} s plus 1 s per "
+                                         f"{MIN_BODY_RATE // 1024} KiB)") from None  # fmt: skip
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

@@ -179,7 +179,7 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
     try:
         mode = Mode(str(form.get("mode", "photo")))
     except ValueError as e:
-        raise UnprocessableError(f"invalid form field mode: {form.get('mode')!r} is not 'photo' or 'face'") from e
+        raise UnprocessableError("invalid form field mode: it must be 'photo' or 'face'") from e
     data = await image.read()
     await image.close()
     settings = state["settings"]

@@ -7,9 +7,14 @@ marks as unusable (FER+ majority "unknown", "not a face", "contempt") are droppe
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import tarfile
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,36 +92,59 @@ def _fer_code_to_index(code: str) -> int:
         return -1
 
 
-def _read_csv(path: Path, member: str = "fer2013.csv") -> pd.DataFrame:
+def _read_csv(path: Path, member: str = "fer2013.csv") -> tuple[pd.DataFrame, str]:
     """Read a CSV as strings: UTF-8 with or without BOM, LF or CRLF, stray spaces around values, gzip/bz2/xz/zip
     compression, or a tar archive holding it (Kaggle ships `fer2013.tar.gz` with `fer2013/fer2013.csv`).
 
-    The frame's index is each row's line number in the file (header = line 1), blank lines skipped but counted.
-    Malformed CSV is a ValueError naming the file.
+    Returns the frame and the name rows are reported under. The frame's index is each row's line number in the
+    file (header = line 1; blank lines are skipped but counted). Anything unreadable is a ValueError naming
+    the file.
     """
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        if path.name.lower().endswith(TAR_SUFFIXES):
-            frame = pd.read_csv(io.BytesIO(_tar_member(path, member)), **_CSV_OPTIONS)
-        else:
-            frame = pd.read_csv(path, **_CSV_OPTIONS)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, tarfile.TarError, OSError) as e:
-        raise ValueError(f"{path}: cannot be read as a CSV file: {str(e).strip()}") from e
+        data, name = _raw_bytes(path, member)
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            skipinitialspace=True)  # fmt: skip
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, tarfile.TarError, zipfile.BadZipFile,
+            OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # fmt: skip
+        raise ValueError(f"{path}: cannot be read as a CSV file: {str(e).strip() or type(e).__name__}") from e
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame.index = pd.RangeIndex(2, len(frame) + 2)
-    blank = (frame == "").all(axis=1) if len(frame.columns) else pd.Series(False, index=frame.index)
-    return frame[~blank]
+    frame.index = pd.Index(_line_numbers(data, len(frame)))
+    return frame, name
 
 
-# skip_blank_lines=False keeps blank lines as empty rows so that line numbers stay the file's; they are removed
-# after the index is set.
-_CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig", "skipinitialspace": True,
-                "skip_blank_lines": False}  # fmt: skip
+def _raw_bytes(path: Path, member: str) -> tuple[bytes, str]:
+    """The CSV's bytes, decompressed, and the name to report its rows under."""
+    lower = path.name.lower()
+    if lower.endswith(TAR_SUFFIXES):
+        return _tar_member(path, member)
+    if lower.endswith(".gz"):
+        return gzip.decompress(path.read_bytes()), path.name
+    if lower.endswith(".bz2"):
+        return bz2.decompress(path.read_bytes()), path.name
+    if lower.endswith(".xz"):
+        return lzma.decompress(path.read_bytes()), path.name
+    if lower.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise ValueError(f"{path}: expected one file in the zip archive; found {names[:10]}")
+            return archive.read(names[0]), f"{path.name}/{names[0]}"
+    return path.read_bytes(), path.name
 
 
-def _tar_member(path: Path, member: str) -> bytes:
-    """The bytes of `member` (matched by file name, any folder) or of the archive's only CSV."""
+def _line_numbers(data: bytes, rows: int) -> list[int]:
+    """The file line of each data row: the non-blank lines after the header, as the CSV reader skips blanks.
+
+    A quoted field spanning lines makes the count disagree; rows are then numbered in order from line 2.
+    """
+    lines = [i for i, line in enumerate(io.BytesIO(data), 1) if line.strip()]  # line by line: no copy of the file
+    return lines[1:] if len(lines) == rows + 1 else list(range(2, rows + 2))
+
+
+def _tar_member(path: Path, member: str) -> tuple[bytes, str]:
+    """The bytes of `member` (matched by file name, any folder) or of the archive's only CSV, and its name."""
     with tarfile.open(path) as archive:
         files = [m for m in archive.getmembers() if m.isfile()]
         named = [m for m in files if Path(m.name).name == member]
@@ -127,18 +155,17 @@ def _tar_member(path: Path, member: str) -> bytes:
             raise ValueError(f"{path}: expected one {member} (or one CSV) in the archive; found: {found}")
         extracted = archive.extractfile(chosen[0])
         assert extracted is not None  # a regular file member
-        return extracted.read()
+        return extracted.read(), f"{path.name}/{Path(chosen[0].name).name}"
 
 
 def read_fer2013_csv(path: Path) -> Records:
     """The original fer2013.csv (`emotion,pixels,Usage`, codes 0 Angry .. 4 Sad, 5 Surprise, 6 Neutral)."""
-    raw = _read_csv(path)
+    raw, name = _read_csv(path)
     missing = [c for c in FER2013_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: not a FER2013 CSV: missing column(s) {missing}; found {list(raw.columns)}"
                          f"{_fer2013_hint(list(raw.columns))}")  # fmt: skip
     records = Records()
-    name = path.name if not path.name.lower().endswith(TAR_SUFFIXES) else f"{path.name}/fer2013.csv"
     for line, code, text, usage in zip(raw.index, raw["emotion"], raw["pixels"], raw["Usage"], strict=True):
         code, usage = code.strip(), usage.strip()
         records.sources.append(f"{name}:{line}")
@@ -188,7 +215,7 @@ def read_ferplus(directory: Path) -> Records:
     if not directory.is_dir():
         raise ValueError(f"{directory}: data.path must be the folder holding fer2013.csv and fer2013new.csv")
     images = read_fer2013_csv(directory / "fer2013.csv")
-    votes = _read_csv(directory / "fer2013new.csv")
+    votes, _ = _read_csv(directory / "fer2013new.csv")
     missing = [c for c in (*FERPLUS_VOTES, "Usage") if c not in votes.columns]
     if missing:
         raise ValueError(f"{directory / 'fer2013new.csv'}: not a FER+ file: missing column(s) {missing}")

@@ -97,3 +97,42 @@ def test_predict_goes_on_after_a_dropped_connection(tmp_path: Path, capsys: pyte
         server.server_close()
     out = capsys.readouterr().out
     assert len(calls) == 3 and "2 of 2 photo(s) analysed by model emotion v3" in out
+
+
+def test_predict_counts_only_what_was_analysed_when_the_gateway_goes_away(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = {"faces": [], "model": {"name": "emotion", "version": "3"}, "timings_ms": {}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.server.socket.close()  # the gateway stops after its first answer: later connections are refused
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    photos = [tmp_path / f"{i}.png" for i in range(3)]
+    for photo in photos:
+        photo.write_bytes(b"\x89PNG fake")
+    try:
+        assert main(["predict", "--consent", *map(str, photos), "--url", url]) == 1
+    finally:
+        thread.join(timeout=10)
+        server.server_close()
+    out = capsys.readouterr().out
+    assert "1 of 3 photo(s) analysed" in out and "could not be reached" in out

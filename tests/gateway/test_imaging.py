@@ -144,3 +144,22 @@ def test_crop_pads_only_the_crop_as_padding_the_whole_image_would() -> None:
         interpolation = cv2.INTER_AREA if crop.shape[0] > 48 else cv2.INTER_LINEAR
         expected = cv2.resize(crop, (48, 48), interpolation=interpolation)
         assert np.array_equal(crop_to_fer(image, box), expected), box
+
+
+def test_a_long_image_as_a_face_crop_never_builds_the_padded_square() -> None:
+    import tracemalloc
+
+    rows = np.linspace(0, 255, 400, dtype=np.float64)[:, None] * np.ones((1, 8000))
+    image = np.ascontiguousarray(rows.astype(np.uint8))  # 3.2 MB; padded to a square it would be 64 MB
+    tracemalloc.start()
+    try:
+        face = crop_to_fer(image, whole_image_box(image), margin=0.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert face.shape == (48, 48) and peak < 8_000_000
+    # Nearly the picture the full-size padded square gives: the band with its edges replicated (shrinking first
+    # blends the extreme edge rows a little: 12 grey levels here).
+    padded = cv2.copyMakeBorder(image, 3800, 3800, 0, 0, cv2.BORDER_REPLICATE)
+    exact = cv2.resize(padded, (48, 48), interpolation=cv2.INTER_AREA)
+    assert np.abs(face.astype(int) - exact.astype(int)).max() <= 16

@@ -288,3 +288,25 @@ def test_ingest_errors_are_one_clear_line(tmp_path: Path, caplog: pytest.LogCapt
         _run_ingest(tmp_path, {"source": "fer2013_csv", "path": str(tmp_path / "missing.csv")})
     assert exit_info.value.code == 1
     assert any("ingest: " in r.message and "missing.csv: no such file" in r.message for r in caplog.records)
+
+
+def test_awkward_csv_layouts(tmp_path: Path) -> None:
+    import gzip
+
+    face = " ".join(map(str, _face(1).ravel()))
+    path = tmp_path / "fer2013.csv"
+    # A blank line before the header, a row of empty fields (malformed: kept for validation to refuse).
+    path.write_text(f"\nemotion,pixels,Usage\n3,{face},Training\n,,\n4,{face},PrivateTest\n")
+    records = read_fer2013_csv(path)
+    assert records.sources == ["fer2013.csv:3", "fer2013.csv:4", "fer2013.csv:5"]
+    assert records.labels[1] == -1 and records.pixels[1].size == 0
+    # A quoted field spanning two lines: no crash, rows numbered in order.
+    path.write_text(f'emotion,pixels,Usage\n3,"{face}\n",Training\n4,{face},PrivateTest\n')
+    assert len(read_fer2013_csv(path).pixels) == 2
+    # gzip, and a truncated gzip named as such.
+    packed = gzip.compress(f"emotion,pixels,Usage\n3,{face},Training\n".encode())
+    (tmp_path / "f.csv.gz").write_bytes(packed)
+    assert read_fer2013_csv(tmp_path / "f.csv.gz").sources == ["f.csv.gz:2"]
+    (tmp_path / "cut.csv.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(ValueError, match=r"cut.csv.gz: cannot be read as a CSV file"):
+        read_fer2013_csv(tmp_path / "cut.csv.gz")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import logging
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -55,10 +57,8 @@ def test_predict_says_when_the_gateway_is_unreachable(tmp_path: Path, capsys: py
 
 def test_predict_goes_on_after_a_dropped_connection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A server that drops the first connection without answering: that photo is retried, the rest go on."""
-    import json
     import socket
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     answer = {"faces": [{"box": {"x": 1, "y": 2, "width": 30, "height": 30}, "emotion": "happy", "uncertain": False,
                          "most_likely": "happy", "confidence": 0.9,
@@ -73,12 +73,7 @@ def test_predict_goes_on_after_a_dropped_connection(tmp_path: Path, capsys: pyte
             if len(calls) == 1:
                 self.connection.shutdown(socket.SHUT_RDWR)  # no answer at all
                 return
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            _send_json(self, answer)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -102,22 +97,15 @@ def test_predict_goes_on_after_a_dropped_connection(tmp_path: Path, capsys: pyte
 def test_predict_counts_only_what_was_analysed_when_the_gateway_goes_away(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import json
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     answer = {"faces": [], "model": {"name": "emotion", "version": "3"}, "timings_ms": {}}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self.server.socket.close()  # the gateway stops after its first answer: later connections are refused
+            _send_json(self, answer)
+            server.socket.close()  # the gateway stops after its first answer: later connections are refused
 
         def log_message(self, *args: object) -> None:
             pass
@@ -136,3 +124,13 @@ def test_predict_counts_only_what_was_analysed_when_the_gateway_goes_away(
         server.server_close()
     out = capsys.readouterr().out
     assert "1 of 3 photo(s) analysed" in out and "could not be reached" in out
+
+
+def _send_json(handler: BaseHTTPRequestHandler, payload: object) -> None:
+    """A fake gateway's 200 answer."""
+    body = json.dumps(payload).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

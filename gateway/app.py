@@ -26,7 +26,7 @@ from gateway.admin import router as admin_router
 from gateway.analysis import Mode, abstain_threshold, analyse
 from gateway.catalog import load_catalog
 from gateway.detection import FaceDetector, HaarFaceDetector
-from gateway.errors import GatewayError, install_error_handlers
+from gateway.errors import CatchUnexpected, GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics
@@ -99,7 +99,8 @@ def create_app(
         "Images are analysed in memory, only with consent, and never stored.",
         lifespan=lifespan,
     )
-    # Middleware runs outermost-last-added: timing, CORS, then the rate limit, then the body limit.
+    # Middleware runs outermost-last-added: timing, CORS, the rate limit, the body limit, then the catch-all.
+    app.add_middleware(CatchUnexpected)  # innermost: its 500 still gets every header below
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RateLimit, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
     if settings.cors_origins:

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,6 @@ def install_error_handlers(app: FastAPI) -> None:
         fields = ", ".join(e["field"] for e in errors)
         return problem(422, "Invalid request", f"invalid or missing field(s): {fields}", errors=errors)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, not the client's fault: a problem body like every other answer, the traceback in the log only.
-        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem(500, "Internal error", "the gateway hit an unexpected error; it has been logged")
-
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         try:
@@ -118,3 +112,33 @@ def install_error_handlers(app: FastAPI) -> None:
         except ValueError:
             title = "Error"
         return problem(exc.status_code, title, str(exc.detail), dict(exc.headers or {}))
+
+
+class CatchUnexpected:
+    """Answer an exception no handler took (a bug, not the client's fault) as a problem-details 500.
+
+    Pure ASGI and innermost, so the answer still passes through CORS, timing and the security headers, and the
+    traceback is logged once, here. If the response had already started, the exception goes on up.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            logger.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            await send_problem(send, 500, "Internal error", "the gateway hit an unexpected error; it has been logged")

@@ -83,6 +83,17 @@ def prediction_reference(model: nn.Module, images: np.ndarray, labels: list[str]
     }
 
 
+def input_reference(images: np.ndarray) -> dict[str, float]:
+    """The gateway's input-drift reference, the same statistics it observes per face (0..1 units): the mean
+    of each face's mean brightness and of each face's contrast (its own pixel standard deviation).
+
+    The normalisation constants are global pixel statistics; the global standard deviation also counts the
+    spread between faces, so it is not what a per-face contrast drifts from.
+    """
+    faces = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return {"brightness": float(faces.mean(1).mean()), "contrast": float(faces.std(1).mean())}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         "temperature": serving.temperature,
         "parity": {"samples": len(sample), "max_abs_diff": max_diff, "tolerance": PARITY_TOLERANCE},
         "reference": prediction_reference(scripted, images, meta["labels"]),
+        "input_reference": input_reference(images),
         "evaluation": {
             k: evaluation[k]
             for k in (

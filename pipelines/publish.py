@@ -182,7 +182,9 @@ def publish_version(
             if k in export_metadata
         },
     }
-    if "mean" in export_metadata:  # the training pixels' statistics: the gateway's input-drift reference
+    if "input_reference" in export_metadata:  # per-face brightness and contrast: the input-drift reference
+        metadata["input_reference"] = export_metadata["input_reference"]
+    elif "mean" in export_metadata:  # exports before 2026-11: only the global pixel statistics were recorded
         metadata["input_reference"] = {"brightness": export_metadata["mean"], "contrast": export_metadata["std"]}
     card_markdown = None
     if "data" in export_metadata and "evaluation" in export_metadata:

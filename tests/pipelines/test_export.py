@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.export import ServingModel, parity, prediction_reference, script
+from pipelines.export import ServingModel, input_reference, parity, prediction_reference, script
 from pipelines.labels import LABELS
 from pipelines.model import build_model
 
@@ -50,3 +50,14 @@ def test_reference_describes_predictions(serving: ServingModel) -> None:
     assert list(reference["class_distribution"]) == list(LABELS)
     assert sum(reference["class_distribution"].values()) == pytest.approx(1.0)
     assert sum(reference["confidence_histogram"]["counts"]) == 50
+
+
+def test_input_reference_is_what_the_gateway_observes_per_face() -> None:
+    rng = np.random.default_rng(0)
+    # Faces of different exposure: the global pixel spread includes the spread between faces.
+    faces = np.stack([np.clip(rng.normal(m, 20, (48, 48)), 0, 255) for m in (60, 120, 200)]).astype(np.uint8)
+    reference = input_reference(faces)
+    observed = [float(face.std()) / 255.0 for face in faces]  # gateway/analysis.py's face_contrast
+    assert reference["contrast"] == pytest.approx(np.mean(observed))
+    assert reference["brightness"] == pytest.approx(faces.mean() / 255.0)
+    assert reference["contrast"] < 0.5 * (faces.std() / 255.0)  # the global std would be a false reference

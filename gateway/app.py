@@ -196,7 +196,7 @@ def create_app(
             synthetic_training_data=info.metadata.get("synthetic_training_data"),
             metrics={k: v for k, v in evaluation.items() if k != "abstention"},
             abstention=AbstentionPolicy(threshold=threshold, source=source, validation=evaluation.get("abstention")),
-            card=info.card or "No model card was published with this version.",
+            card=info.card or "No model card is available for this version.",
             card_data=info.metadata.get("card"),
         )
 

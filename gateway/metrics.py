@@ -6,6 +6,7 @@ from small fixed sets (route template, outcome, stage, emotion): never a user, s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,15 +118,17 @@ class GatewayMetrics:
         self.model.info({"name": name, "version": version})
         for emotion in labels:  # every class has a series from the start: a class that vanishes shows as 0
             self.predictions.labels(emotion=emotion)
+        # A version without a reference (none published, or the config describes another version) must not
+        # keep the previous version's: drift against it would be drift against the wrong model. NaN compares
+        # false, so no drift alert fires on it.
         reference = metadata.get("reference") or {}
+        self.reference_class_ratio.clear()
         for emotion, ratio in (reference.get("class_distribution") or {}).items():
             self.reference_class_ratio.labels(emotion=emotion).set(float(ratio))
-        if "mean_confidence" in reference:
-            self.reference_mean_confidence.set(float(reference["mean_confidence"]))
+        self.reference_mean_confidence.set(float(reference.get("mean_confidence", math.nan)))
         pixels = metadata.get("input_reference") or {}
-        if "brightness" in pixels:
-            self.reference_brightness.set(float(pixels["brightness"]))
-            self.reference_contrast.set(float(pixels["contrast"]))
+        self.reference_brightness.set(float(pixels.get("brightness", math.nan)))
+        self.reference_contrast.set(float(pixels.get("contrast", math.nan)))
 
 
 def outcome(status: int) -> str:

@@ -68,6 +68,15 @@ def parse_model_info(name: str, version: str, config: dict[str, Any]) -> ModelIn
         raise ValueError(f"model {name!r} input must be UINT8 [C, H, W], got {model_input}")
     if [int(d) for d in model_output["dims"]] != [len(labels)]:
         raise ValueError(f"model {name!r} output dims {model_output['dims']} do not match {len(labels)} labels")
+    metadata = json.loads(params["metadata"]) if params.get("metadata") else {}
+    card = params.get("model_card", "")
+    described = metadata.get("version")
+    if described is not None and str(described) != str(version):
+        # The config is model-level: after a version folder is removed by hand it still describes that version.
+        # Another version's threshold, drift reference and card would be wrong for this one: use none.
+        logger.warning("the config of %r describes version %s but version %s is serving: its metadata is ignored",
+                       name, described, version)  # fmt: skip
+        metadata, card = {}, ""
     return ModelInfo(
         name=name,
         version=version,
@@ -76,8 +85,8 @@ def parse_model_info(name: str, version: str, config: dict[str, Any]) -> ModelIn
         input_shape=(dims[0], dims[1], dims[2]),
         output_name=model_output["name"],
         max_batch_size=int(config.get("max_batch_size", 0)),
-        metadata=json.loads(params["metadata"]) if params.get("metadata") else {},
-        card=params.get("model_card", ""),
+        metadata=metadata,
+        card=card,
     )
 
 

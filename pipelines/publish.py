@@ -65,6 +65,17 @@ class PublishError(RuntimeError):
     """The new version could not be published or did not serve correctly; the previous one is untouched."""
 
 
+HIGH_WATER = ".last_version"  # the highest version ever published here: numbers are never reused
+
+
+def next_version(model_dir: Path) -> int:
+    """One above every version folder present and every version ever published (a folder removed by hand
+    must not have its number given to a different model)."""
+    mark = model_dir / HIGH_WATER
+    published = int(mark.read_text().strip()) if mark.is_file() and mark.read_text().strip().isdigit() else 0
+    return max([published, *existing_versions(model_dir)]) + 1
+
+
 def existing_versions(model_dir: Path) -> list[int]:
     """Published version numbers, ascending (Triton's rule: positive integers without leading zeros)."""
     if not model_dir.is_dir():
@@ -159,7 +170,7 @@ def publish_version(
     model_dir = repository / params.model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(model_dir)
-    version = (existing_versions(model_dir) or [0])[-1] + 1
+    version = next_version(model_dir)
     labels = list(export_metadata["labels"])
     metadata: dict[str, Any] = {
         "version": version,
@@ -205,6 +216,7 @@ def publish_version(
             os.fsync(handle.fileno())
     staging.chmod(0o755)
     os.rename(staging, model_dir / str(version))  # the one step that makes the version visible
+    _write_atomic(model_dir / HIGH_WATER, f"{version}\n")
     configs = {
         LIBTORCH_CONFIG: render_config(params, labels, metadata, card_markdown, "libtorch"),
         PYTHON_CONFIG: render_config(params, labels, metadata, card_markdown),  # last: what the local Triton reads

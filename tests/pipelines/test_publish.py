@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,14 @@ def test_versions_count_up_and_ignore_non_versions(tmp_path: Path, exported: tup
     assert json.loads((version_dir / "metadata.json").read_text())["version"] == 2
     config = parse_config((repo / "emotion" / "config.pbtxt").read_text())
     assert json.loads(config.parameters["metadata"].string_value)["version"] == 2
+
+
+def test_a_version_removed_by_hand_keeps_its_number(tmp_path: Path, exported: tuple[Path, dict[str, Any]]) -> None:
+    repo = tmp_path / "repo"
+    assert [publish_version(repo, *exported, PublishParams())[0] for _ in range(2)] == [1, 2]
+    shutil.rmtree(repo / "emotion" / "2")  # a rollback by hand
+    assert publish_version(repo, *exported, PublishParams())[0] == 3  # 2 named another model: never reused
+    assert existing_versions(repo / "emotion") == [1, 3]
 
 
 def test_leftovers_of_an_interrupted_publish_are_removed(tmp_path: Path, exported: tuple[Path, dict[str, Any]]) -> None:

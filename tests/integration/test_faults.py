@@ -205,6 +205,8 @@ def _repository_is_valid(stack: Stack) -> None:
             assert required <= files <= required | {"model_card.md", "model_card.json"}, entry
         elif entry.name == "configs":
             assert all(p.name == "libtorch.pbtxt" or p.name.startswith(".staging-") for p in entry.iterdir()), entry
+        elif entry.name == ".last_version":  # the high-water mark: at least every version present
+            assert int(entry.read_text()) >= max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
         else:
             assert entry.name == "config.pbtxt" or entry.name.startswith(".staging-"), entry
 

@@ -174,6 +174,7 @@ def test_worse_challenger_is_rejected_and_nothing_is_published(pipeline_project:
     receipt = json.loads((pipeline_project / "metrics" / "publish.json").read_text())
     assert receipt["published"] is False
     assert sorted(p.name for p in (pipeline_project / "model_repository" / "emotion").iterdir()) == [
+        ".last_version",
         "1",
         "config.pbtxt",
         "configs",

@@ -7,7 +7,7 @@ from small fixed sets (route template, outcome, stage, emotion): never a user, s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -39,6 +39,7 @@ class GatewayMetrics:
     reference_mean_confidence: Gauge
     reference_brightness: Gauge
     reference_contrast: Gauge
+    _observed: list[Any] = field(default_factory=list, repr=False, compare=False)  # the model last observed
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -108,13 +109,21 @@ class GatewayMetrics:
                 registry=registry,
             ),
             reference_contrast=Gauge(
-                "emotorch_reference_face_contrast", "Pixel standard deviation of the training faces, 0..1.",
-                registry=registry,
+                "emotorch_reference_face_contrast",
+                "Mean per-face pixel standard deviation of the validation faces, 0..1.", registry=registry,
             ),
         )  # fmt: skip
 
     def observe_model(self, name: str, version: str, labels: tuple[str, ...], metadata: dict[str, Any]) -> None:
-        """Publish the served model's identity and its drift reference (from its published metadata)."""
+        """Publish the served model's identity and its drift reference (from its published metadata).
+
+        Called on every analysis: it does its work only when the model description changed (a new version, or
+        the same one re-read), not once per request.
+        """
+        key = (name, version, labels)
+        if self._observed and self._observed[0] == key and self._observed[1] is metadata:
+            return
+        self._observed[:] = [key, metadata]  # holding the dict keeps its identity from being reused
         self.model.info({"name": name, "version": version})
         for emotion in labels:  # every class has a series from the start: a class that vanishes shows as 0
             self.predictions.labels(emotion=emotion)

@@ -102,6 +102,16 @@ class Result:
     after_clicks: int = 0  # on the held-out users, after learning
     after_impressions: int = 0
 
+    def record(self, clicks: int, shown: int, learning: bool) -> None:
+        """Count one round's clicks and impressions in its phase (learning, or after learning)."""
+        if learning:
+            self.clicks += clicks
+            self.impressions += shown
+            self.clicks_per_round.append(clicks)
+        else:
+            self.after_clicks += clicks
+            self.after_impressions += shown
+
     def window_ctr(self, rounds: int, k: int) -> float:
         """CTR over the last `rounds` learning rounds."""
         return sum(self.clicks_per_round[-rounds:]) / max(len(self.clicks_per_round[-rounds:]) * k, 1)
@@ -157,25 +167,17 @@ def simulate(rounds: int, k: int, seed: int, eval_rounds: int = 5000) -> tuple[d
         oracle = capped_top(members[np.argsort(-(world.ctr[members] @ p))], catalog, k)
         best = world.ctr[oracle, true_emotion].sum()
         uniforms = click_rng.random(k)  # the same luck for every policy
-        oracle_clicks = int((uniforms[: len(oracle)] < world.ctr[oracle, true_emotion]).sum())
-        if learning:
-            oracle_result.clicks += oracle_clicks
-            oracle_result.impressions += len(oracle)
-        else:
-            oracle_result.after_clicks += oracle_clicks
-            oracle_result.after_impressions += len(oracle)
+        oracle_result.record(
+            int((uniforms[: len(oracle)] < world.ctr[oracle, true_emotion]).sum()), len(oracle), learning
+        )
         for name, policy in policies.items():
             shown = policy(p, domain, k, policy_rngs[name])
             rates = world.ctr[shown, true_emotion]
             clicks = uniforms[: len(shown)] < rates
             result = results[name]
+            result.record(int(clicks.sum()), len(shown), learning)
             if not learning:
-                result.after_clicks += int(clicks.sum())
-                result.after_impressions += len(shown)
                 continue
-            result.clicks += int(clicks.sum())
-            result.clicks_per_round.append(int(clicks.sum()))
-            result.impressions += len(shown)
             result.regret.append((result.regret[-1] if result.regret else 0.0) + best - float(rates.sum()))
             if name == "emotorch":
                 for row, clicked in zip(shown, clicks, strict=True):

@@ -72,8 +72,8 @@ def next_version(model_dir: Path) -> int:
     """One above every version folder present and every version ever published (a folder removed by hand
     must not have its number given to a different model)."""
     mark = model_dir / HIGH_WATER
-    published = int(mark.read_text().strip()) if mark.is_file() and mark.read_text().strip().isdigit() else 0
-    return max([published, *existing_versions(model_dir)]) + 1
+    text = mark.read_text().strip() if mark.is_file() else ""
+    return max([int(text) if text.isdigit() else 0, *existing_versions(model_dir)]) + 1
 
 
 def existing_versions(model_dir: Path) -> list[int]:

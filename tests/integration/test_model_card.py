@@ -11,14 +11,21 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.labels import LABELS
+from pipelines.publish import existing_versions
 from pipelines.synthetic import generate_faces
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _latest_version(pipeline_project: Path) -> str:
+    """The newest published version: other tests sharing the project may have published after the first."""
+    return str(existing_versions(pipeline_project / "model_repository" / "emotion")[-1])
+
+
 def test_the_published_card_holds_the_figures_of_eval_json(pipeline_project: Path) -> None:
-    version_dir = pipeline_project / "model_repository" / "emotion" / "1"
+    version = _latest_version(pipeline_project)
+    version_dir = pipeline_project / "model_repository" / "emotion" / version
     evaluation = json.loads((pipeline_project / "metrics" / "eval.json").read_text())
     data = json.loads((pipeline_project / "metrics" / "data.json").read_text())
     card = json.loads((version_dir / "model_card.json").read_text())
@@ -29,7 +36,7 @@ def test_the_published_card_holds_the_figures_of_eval_json(pipeline_project: Pat
     assert card["training_data"]["fingerprint"] == data["fingerprint"]
     assert card["synthetic_training_data"] is True and "SYNTHETIC" in card["notice"]
     markdown = (version_dir / "model_card.md").read_text()
-    assert markdown.startswith("# Model card: emotion v1")
+    assert markdown.startswith(f"# Model card: emotion v{version}")
     assert f"Accuracy: {evaluation['accuracy']:.4f}" in markdown
     assert f"Macro-F1: {evaluation['macro_f1']:.4f}" in markdown
     assert f"{evaluation['ece_before']:.4f} before, {evaluation['ece_after']:.4f} after" in markdown
@@ -46,14 +53,15 @@ def test_the_published_card_holds_the_figures_of_eval_json(pipeline_project: Pat
 
 def test_get_model_returns_the_served_versions_card(gateway_url: str, pipeline_project: Path) -> None:
     evaluation = json.loads((pipeline_project / "metrics" / "eval.json").read_text())
+    version = _latest_version(pipeline_project)
     body = httpx.get(f"{gateway_url}/v1/model", timeout=10).json()
-    assert (body["name"], body["version"], body["labels"]) == ("emotion", "1", list(LABELS))
+    assert (body["name"], body["version"], body["labels"]) == ("emotion", version, list(LABELS))
     assert body["metrics"]["accuracy"] == evaluation["accuracy"]
     assert body["metrics"]["macro_f1"] == evaluation["macro_f1"]
     assert body["abstention"]["threshold"] == evaluation["abstention"]["threshold"]
     assert body["abstention"]["source"] == "model"
     assert body["synthetic_training_data"] is True
-    card = (pipeline_project / "model_repository" / "emotion" / "1" / "model_card.md").read_text()
+    card = (pipeline_project / "model_repository" / "emotion" / version / "model_card.md").read_text()
     assert body["card"] == card and body["card_data"]["evaluation"]["accuracy"] == evaluation["accuracy"]
 
 

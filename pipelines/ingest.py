@@ -159,7 +159,7 @@ def apply_policies(table: pd.DataFrame, params: DataParams) -> tuple[pd.DataFram
 def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Count rows per split and label name, with every label present in every split."""
     counts: dict[str, dict[str, int]] = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
-    known = table[(table["label"] >= 0) & table["split"].isin(SPLITS)]
+    known = table[table["label"].between(0, len(LABELS) - 1) & table["split"].isin(SPLITS)]
     for (split, label), n in known.groupby(["split", "label"]).size().items():
         counts[str(split)][LABELS[int(label)]] = int(n)
     return counts

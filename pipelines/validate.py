@@ -21,6 +21,7 @@ import pandas as pd
 from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from pipelines.ingest import class_counts
 from pipelines.labels import LABELS, PIXELS_PER_IMAGE, SPLITS
 
 logger = logging.getLogger(__name__)
@@ -142,13 +143,11 @@ def coverage_failures(table: pd.DataFrame) -> list[Failure]:
     An empty split stops training or evaluation later, and a class missing from test scores recall 0 into the
     macro-F1 that the promotion gate reads.
     """
-    known = table[table["label"].between(0, len(LABELS) - 1) & table["split"].isin(SPLITS)]
-    present = set(zip(known["split"], known["label"].astype(int), strict=True))
-    missing = [f"{split}/{LABELS[label]}" for split in SPLITS for label in range(len(LABELS))
-               if (split, label) not in present]  # fmt: skip
+    counts = class_counts(table)
+    missing = [f"{split}/{label}" for split, per_label in counts.items() for label, n in per_label.items() if n == 0]
     if not missing:
         return []
-    empty = [split for split in SPLITS if split not in set(known["split"])]
+    empty = [split for split, per_label in counts.items() if not any(per_label.values())]
     detail = (f"empty split(s): {', '.join(empty)}; " if empty else "") + f"no rows for {', '.join(missing)}"
     return [Failure("every_class_in_every_split", "label", len(missing), detail=detail, unit="split/class pair(s)")]
 

@@ -132,22 +132,6 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         )  # fmt: skip
 
 
-def _wait_http_ok(process: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
 def publish_models(repository: Path, model_pt: Path, labels: list[str], params: PublishParams) -> list[str]:
     """Publish `model_pt` twice: as the configured model, and without dynamic batching under `<name>_nobatch`."""
     metadata = {"labels": labels, "model": "bench"}
@@ -201,8 +185,9 @@ def running_servers(work: Path, model_pt: Path, labels: list[str], params: Publi
                        "--triton-url", f"127.0.0.1:{ports.grpc}", "--log-level", "warning"]  # fmt: skip
         gateway = _spawn(gateway_cmd, gateway_env, work / "gateway.log")
         stack.callback(processes.stop, gateway)
-        _wait_http_ok(gateway, f"http://127.0.0.1:{gateway_port}/readyz", work / "gateway.log")
-        _wait_http_ok(baseline, f"http://127.0.0.1:{baseline_port}/healthz", work / "baseline.log")
+        processes.wait_http_ok(f"http://127.0.0.1:{gateway_port}/readyz", gateway, 120, "gateway", work / "gateway.log")
+        processes.wait_http_ok(f"http://127.0.0.1:{baseline_port}/healthz", baseline, 120, "baseline",
+                               work / "baseline.log")  # fmt: skip
         with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2", timeout=5) as response:
             version = str(json.loads(response.read())["version"])
         yield Servers(

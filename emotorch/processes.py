@@ -1,4 +1,5 @@
-"""Stopping the child processes the stack starts (each in its own process group)."""
+"""The child processes the stack (and the serving bench) starts: waiting until one answers, and stopping it
+(each runs in its own process group)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import logging
 import os
 import signal
 import subprocess
+import time
+import urllib.request
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -31,3 +35,26 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0, whole_group:
     except ProcessLookupError:
         process.wait()
     return process.returncode
+
+
+def wait_http_ok(
+    url: str, process: subprocess.Popen[bytes], timeout_s: float, what: str, log: Path | None = None
+) -> None:
+    """Poll `url` until it answers 200; raise if `process` exits first or the deadline passes (with the tail of
+    its `log`, when given)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # URLError is an OSError: not listening yet, or not ready
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({url}){_tail(log)}")
+
+
+def _tail(log: Path | None) -> str:
+    return f":\n{log.read_text(errors='replace')[-3000:]}" if log is not None and log.exists() else ""

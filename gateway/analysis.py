@@ -10,7 +10,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from gateway.detection import FaceDetector
-from gateway.imaging import FER_MARGIN, Box, crop_to_fer, decode_grayscale, whole_image_box
+from gateway.imaging import Box, crop_to_fer, decode_grayscale, whole_image_box
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import UNCERTAIN, FaceResult
 from gateway.triton import ModelInfo, TritonClassifier
@@ -76,7 +76,7 @@ async def analyse(
     if boxes:
         started = time.perf_counter()
         _, height, width = model.input_shape
-        margin = 0.0 if mode is Mode.face else FER_MARGIN
+        margin = 0.0 if mode is Mode.face else model.crop_margin
         faces = np.stack([crop_to_fer(gray, box, (height, width), margin=margin) for box in boxes])[:, None]
         timings["preprocess"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -30,7 +30,8 @@ _ORIENTATION = {
 }
 
 # FER2013 faces were registered by a face detector and cropped a little wider than its box. Haar boxes span
-# brows to chin; widening by this fraction on every side gives the forehead and jaw FER crops show.
+# brows to chin; widening by this fraction on every side gives the forehead and jaw FER crops show. A served
+# model whose weights expect another registration names its own margin (metadata input.crop_margin).
 FER_MARGIN = 0.1
 
 Box = tuple[int, int, int, int]  # x, y, width, height in pixels of the decoded image
@@ -99,7 +100,7 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def crop_to_fer(gray: np.ndarray, box: Box, size: tuple[int, int] = (48, 48), margin: float = FER_MARGIN) -> np.ndarray:
+def crop_to_fer(gray: np.ndarray, box: Box, size: tuple[int, int], margin: float = FER_MARGIN) -> np.ndarray:
     """Crop a face the way FER2013 faces were registered and resize it to `size` (height, width).
 
     The box is widened by `margin` of its size on every side and squared around its centre (FER crops are

@@ -20,6 +20,7 @@ from tritonclient.grpc.aio import InferInput as GrpcInferInput
 from tritonclient.utils import InferenceServerException
 
 from gateway.errors import BadInputError, InferenceTimeoutError, ModelUnavailableError
+from gateway.imaging import FER_MARGIN
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ class ModelInfo:
     max_batch_size: int
     metadata: dict[str, Any] = field(default_factory=dict)
     card: str = ""  # the version's model card (Markdown), written by the pipeline
+
+    @property
+    def crop_margin(self) -> float:
+        """How much the face box is widened before the crop: the registration the model's weights expect."""
+        margin = (self.metadata.get("input") or {}).get("crop_margin")
+        return float(margin) if isinstance(margin, int | float) and 0.0 <= margin <= 1.0 else FER_MARGIN
 
     @property
     def abstain_threshold(self) -> float | None:

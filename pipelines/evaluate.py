@@ -4,6 +4,11 @@ The temperature is fitted on validation logits (never on test); the test split i
 after temperature scaling. Behavioural checks: agreement of predictions under a horizontal flip and under small
 brightness/contrast changes (on validation faces), and per-class recall on a fixed synthetic suite (strong,
 clean expressions that any useful model must get right).
+
+Weights imported as they are (pretrained elsewhere, 0 epochs here) were not trained on this table: fitting a
+temperature or an abstention threshold to it would describe the table's domain, not the weights'. They keep
+the authors' softmax (temperature 1) and the threshold set in `evaluate.imported_abstain_threshold`; their
+test figures are reported as a domain-shifted check.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import yaml
 
 from pipelines.export import load_checkpoint
-from pipelines.ingest import load_split
-from pipelines.labels import LABELS
+from pipelines.ingest import load_split, resize_faces
+from pipelines.labels import FER2013_CROP_MARGIN, LABELS
+from pipelines.pretrained import SCRATCH
 from pipelines.scoring import (
+    Abstention,
     abstention_on,
     abstention_threshold,
     confusion_matrix,
@@ -43,6 +51,12 @@ logger = logging.getLogger(__name__)
 SUITE_SEED = 20_260_101
 SUITE_PER_CLASS = 40
 ABSTAIN_TARGET_PRECISION = 0.9  # params.yaml evaluate.abstain_target_precision when not given
+IMPORTED_ABSTAIN_THRESHOLD = 0.4  # params.yaml evaluate.imported_abstain_threshold when not given
+
+
+def trained_on_this_data(meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint's weights were fitted to this project's table (from scratch or fine-tuned)."""
+    return (meta.get("weights") or {}).get("name", SCRATCH) == SCRATCH or meta.get("epochs_trained", 1) > 0
 
 
 def logits_of(net: torch.nn.Module, images: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -61,7 +75,7 @@ def behavioural_checks(net: torch.nn.Module, images: np.ndarray, mean: float, st
     # The fixed suite: clear expressions (intensity 0.8-1), no pose or noise beyond the mild defaults.
     cfg = GeneratorConfig(min_intensity=0.8, max_intensity=1.0, expression_jitter=0.05, max_noise_sigma=3.0)
     suite = list(generate_faces(SUITE_PER_CLASS * len(LABELS), seed=SUITE_SEED, cfg=cfg))
-    suite_images = np.stack([face for _, face in suite])
+    suite_images = resize_faces(np.stack([face for _, face in suite]), images.shape[1])
     suite_labels = np.array([label for label, _ in suite])
     suite_pred = logits_of(net, suite_images, mean, std).argmax(1)
     suite_recall = per_class_scores(confusion_matrix(suite_labels, suite_pred, len(LABELS)))
@@ -74,22 +88,74 @@ def behavioural_checks(net: torch.nn.Module, images: np.ndarray, mean: float, st
     }
 
 
+# The Haar box of the face in skimage's astronaut photo (what OpenCV's frontal cascade finds at full size).
+ASTRONAUT_FACE_BOX = (177, 66, 95, 95)
+
+
+def _square_crop(gray: np.ndarray, box: tuple[int, int, int, int], margin: float, size: int) -> np.ndarray:
+    x, y, w, h = box
+    side = max(w, h) * (1 + 2 * margin)
+    x0, y0 = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
+    crop = gray[max(y0, 0) : y0 + round(side), max(x0, 0) : x0 + round(side)]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def real_face_checks(net: torch.nn.Module, mean: float, std: float, size: int, margin: float) -> dict[str, Any]:
+    """Label-free checks on real photos shipped in scikit-image: 100 LFW faces (public figures, mostly frontal)
+    and the astronaut portrait (a broad smile). Mirror and lighting stability, and the astronaut's answer."""
+    import skimage.data
+
+    lfw = (skimage.data.lfw_subset()[:100] * 255).round().astype(np.uint8)  # the first 100 are faces, 25x25
+    faces = resize_faces(lfw, size)
+    base = logits_of(net, faces, mean, std).argmax(1)
+    flipped = logits_of(net, np.ascontiguousarray(faces[:, :, ::-1]), mean, std).argmax(1)
+    f = faces.astype(np.float64)
+    brighter = np.clip(f * 1.1 + 10, 0, 255).astype(np.uint8)
+    darker = np.clip(f * 0.9 - 10, 0, 255).astype(np.uint8)
+    photometric = [logits_of(net, x, mean, std).argmax(1) for x in (brighter, darker)]
+    astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)
+    crop = _square_crop(astronaut, ASTRONAUT_FACE_BOX, margin, size)
+    probs = softmax(logits_of(net, crop[None], mean, std))[0]
+    return {
+        "lfw_faces": len(faces),
+        "lfw_flip_agreement": float((base == flipped).mean()),
+        "lfw_photometric_agreement": float(np.mean([(base == p).mean() for p in photometric])),
+        "lfw_answers": {label: int((base == i).sum()) for i, label in enumerate(LABELS)},
+        "astronaut": {"answer": LABELS[int(probs.argmax())], "confidence": float(probs.max())},
+    }
+
+
 def evaluate(
-    checkpoint: Path, table: Path, abstain_target_precision: float = ABSTAIN_TARGET_PRECISION
+    checkpoint: Path,
+    table: Path,
+    abstain_target_precision: float = ABSTAIN_TARGET_PRECISION,
+    imported_abstain_threshold: float = IMPORTED_ABSTAIN_THRESHOLD,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """All evaluation figures, and the raw material for plots (confusion pairs, reliability tables).
 
-    The abstention threshold is chosen on validation predictions after temperature scaling (what the served
-    model outputs) and then checked once on test.
+    Weights trained on this table: the abstention threshold is chosen on validation predictions after
+    temperature scaling (what the served model outputs) and then checked once on test. Imported weights: see
+    the module docstring.
     """
     net, meta = load_checkpoint(checkpoint)
-    mean, std = meta["mean"], meta["std"]
-    val_images, val_labels = load_split(table, "validation")
-    test_images, test_labels = load_split(table, "test")  # read once, here and nowhere else
+    mean, std, size = meta["mean"], meta["std"], meta.get("input_size", 48)
+    val_images, val_labels = load_split(table, "validation", size)
+    test_images, test_labels = load_split(table, "test", size)  # read once, here and nowhere else
 
     val_logits = logits_of(net, val_images, mean, std)
-    temperature = fit_temperature(val_logits, val_labels)
-    abstention = abstention_threshold(softmax(val_logits, temperature), val_labels, abstain_target_precision)
+    fitted_here = trained_on_this_data(meta)
+    if fitted_here:
+        temperature = fit_temperature(val_logits, val_labels)
+        abstention = abstention_threshold(softmax(val_logits, temperature), val_labels, abstain_target_precision)
+        chosen = (f"the lowest confidence at which the validation predictions reach precision "
+                  f"{abstain_target_precision:g} after temperature scaling")  # fmt: skip
+    else:
+        temperature = 1.0
+        val_probs = softmax(val_logits)
+        precision, coverage = abstention_on(val_probs, val_labels, imported_abstain_threshold)
+        abstention = Abstention(abstain_target_precision, imported_abstain_threshold, precision, coverage, False)
+        chosen = (f"set by evaluate.imported_abstain_threshold ({imported_abstain_threshold:g}): the weights were "
+                  "not trained on this table, so no threshold is fitted to it (see the README)")  # fmt: skip
     test_logits = logits_of(net, test_images, mean, std)
     before, after = softmax(test_logits), softmax(test_logits, temperature)
     test_precision, test_coverage = abstention_on(after, test_labels, abstention.threshold)
@@ -106,8 +172,11 @@ def evaluate(
         "ece_before": expected_calibration_error(before, test_labels),
         "ece_after": expected_calibration_error(after, test_labels),
         "behaviour": behavioural_checks(net, val_images, mean, std),
+        "real_faces": real_face_checks(net, mean, std, size, meta.get("crop_margin", FER2013_CROP_MARGIN)),
+        "trained_on_this_data": fitted_here,
         "abstention": {
-            "target_precision": abstention.target_precision,
+            "chosen": chosen,
+            "target_precision": abstention.target_precision if fitted_here else None,
             "threshold": abstention.threshold,
             "target_reached": abstention.reached,
             "validation_precision": abstention.precision,
@@ -165,12 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    target = ABSTAIN_TARGET_PRECISION
+    section: dict[str, Any] = {}
     if args.params is not None:
         section = yaml.safe_load(args.params.read_text()).get("evaluate", {})
-        target = float(section.get("abstain_target_precision", ABSTAIN_TARGET_PRECISION))
-    metrics, plots = evaluate(args.checkpoint, args.table, target)
-    if not metrics["abstention"]["target_reached"]:
+    target = float(section.get("abstain_target_precision", ABSTAIN_TARGET_PRECISION))
+    imported = float(section.get("imported_abstain_threshold", IMPORTED_ABSTAIN_THRESHOLD))
+    metrics, plots = evaluate(args.checkpoint, args.table, target, imported)
+    if metrics["trained_on_this_data"] and not metrics["abstention"]["target_reached"]:
         logger.warning("no confidence threshold reaches precision %.2f on validation: every face will be answered "
                        "'uncertain'", target)  # fmt: skip
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         flat |= {f"test_recall_{k}": v for k, v in metrics["per_class_recall"].items()}
         flat |= {f"behaviour_{k}": v for k, v in metrics["behaviour"].items() if isinstance(v, float)}
         flat |= {f"abstention_{k}": v for k, v in metrics["abstention"].items() if isinstance(v, float)}
+        flat |= {f"real_{k}": v for k, v in metrics["real_faces"].items() if isinstance(v, float)}
+        flat["real_astronaut_confidence"] = metrics["real_faces"]["astronaut"]["confidence"]
         mlflow.log_metrics(flat)
         for name in ("confusion.png", "per_class.csv", "reliability.csv"):
             mlflow.log_artifact(str(args.plots_dir / name), artifact_path="evaluation")

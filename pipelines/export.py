@@ -1,7 +1,8 @@
 """Export stage: a self-describing TorchScript model that takes raw uint8 faces, checked against eager PyTorch.
 
-The exported graph owns the whole numeric contract: uint8 N x 1 x 48 x 48 in, normalisation and temperature
-inside, class probabilities out, the label order as an attribute. Serving only has to crop and resize.
+The exported graph owns the whole numeric contract: uint8 N x 1 x S x S in (S is the network's input size, e.g.
+48 or 64), normalisation and temperature inside, class probabilities out, the label order as an attribute.
+Serving only has to crop and resize, with the registration (crop margin) the metadata names.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from pipelines.ingest import load_split
+from pipelines.labels import FER2013_CROP_MARGIN
 from pipelines.model import build_model
 
 logger = logging.getLogger(__name__)
@@ -28,12 +30,13 @@ CONFIDENCE_BINS = 10
 
 
 class ServingModel(nn.Module):
-    """uint8 N x 1 x 48 x 48 -> float32 N x C probabilities, in the order of `labels`."""
+    """uint8 N x 1 x S x S -> float32 N x C probabilities, in the order of `labels`."""
 
     def __init__(self, net: nn.Module, labels: list[str], mean: float, std: float, temperature: float = 1.0):
         super().__init__()
         self.net = net
         self.labels: list[str] = list(labels)  # TorchScript keeps it as a typed attribute
+        self.input_size = int(net.input_size)  # type: ignore[arg-type]  # the side of the uint8 faces it reads
         self.mean = mean
         self.std = std
         self.temperature = temperature
@@ -63,7 +66,7 @@ def script(serving: ServingModel) -> torch.jit.ScriptModule:
 
 @torch.no_grad()
 def parity(eager: nn.Module, scripted: torch.jit.ScriptModule, images: np.ndarray) -> float:
-    """Largest absolute difference between eager and TorchScript outputs on `images` (N x 48 x 48 uint8)."""
+    """Largest absolute difference between eager and TorchScript outputs on `images` (N x S x S uint8)."""
     batch = torch.from_numpy(images).unsqueeze(1)
     return float((eager(batch) - scripted(batch)).abs().max())
 
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     evaluation = json.loads(args.evaluation.read_text())
     serving = ServingModel(net, meta["labels"], meta["mean"], meta["std"], evaluation["temperature"]).eval()
     scripted = script(serving)
-    images, _ = load_split(args.table, "validation")
+    size = serving.input_size
+    images, _ = load_split(args.table, "validation", size)
     rng = np.random.default_rng(0)
     sample = images[rng.choice(len(images), size=min(PARITY_SAMPLES, len(images)), replace=False)]
     max_diff = parity(serving, scripted, sample)
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     scripted.save(str(args.out))
     metadata = meta | {
-        "input": {"name": "image", "dtype": "uint8", "shape": [-1, 1, 48, 48], "color": "grayscale"},
+        "input": {"name": "image", "dtype": "uint8", "shape": [-1, 1, size, size], "color": "grayscale",
+                  "crop_margin": meta.get("crop_margin", FER2013_CROP_MARGIN)},
         "output": {"name": "probabilities", "dtype": "float32", "shape": [-1, len(meta["labels"])]},
         "temperature": serving.temperature,
         "parity": {"samples": len(sample), "max_abs_diff": max_diff, "tolerance": PARITY_TOLERANCE},
@@ -138,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
                 "behaviour",
                 "test_rows",
                 "abstention",
+                "trained_on_this_data",
+                "real_faces",
             )
+            if k in evaluation
         },  # fmt: skip
     }
     if args.data_metrics is not None:

@@ -174,14 +174,24 @@ def fingerprint(table: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def load_split(table_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load one split of a validated canonical table as (N x 48 x 48 uint8 images, N int64 labels)."""
+def load_split(table_path: Path, split: str, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Load one split of a validated canonical table as (N x size x size uint8 images, N int64 labels)."""
     table = pd.read_parquet(table_path, columns=["split", "label", "pixels"])
     part = table[table["split"] == split]
     if part.empty:
         raise ValueError(f"{table_path}: split {split!r} is empty")
     images = np.frombuffer(b"".join(part["pixels"]), dtype=np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    return images.copy(), part["label"].to_numpy(dtype=np.int64, copy=True)
+    return resize_faces(images.copy(), size), part["label"].to_numpy(dtype=np.int64, copy=True)
+
+
+def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """N x h x w uint8 faces -> N x size x size uint8 (bilinear, as cv2.resize does by default: how the
+    mini-Xception authors enlarged FER2013's 48x48 faces to 64x64). The same size is returned as is."""
+    if images.shape[1:] == (size, size):
+        return images
+    if len(images) == 0:
+        return np.empty((0, size, size), dtype=np.uint8)
+    return np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR) for face in images])
 
 
 def ingest(params: DataParams) -> tuple[pd.DataFrame, dict[str, Any]]:

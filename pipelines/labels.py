@@ -28,8 +28,11 @@ FER2013_USAGE_TO_SPLIT: dict[str, str] = {
 SPLIT_TO_FER2013_USAGE: dict[str, str] = {split: usage for usage, split in FER2013_USAGE_TO_SPLIT.items()}
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-IMAGE_SIZE = 48
+IMAGE_SIZE = 48  # FER2013's faces; a network with another input size gets them resized (ingest.resize_faces)
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+# FER2013's registration as the gateway reproduces it for models trained on this project's tables: the detector's
+# face box squared and widened by this fraction of its size on every side (brows-to-chin Haar box -> FER crop).
+FER2013_CROP_MARGIN = 0.1
 
 
 def fer2013_code_to_index(code: int) -> int:

@@ -133,7 +133,7 @@ def render_config(
 {header}
 max_batch_size: {params.max_batch_size}
 input [
-  {{ name: "image" data_type: TYPE_UINT8 dims: [ 1, 48, 48 ] }}
+  {{ name: "image" data_type: TYPE_UINT8 dims: [ {", ".join(str(d) for d in input_dims(metadata))} ] }}
 ]
 output [
   {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}
@@ -143,6 +143,12 @@ dynamic_batching {{ max_queue_delay_microseconds: {params.max_queue_delay_us} }}
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 {parameter_lines}
 """
+
+
+def input_dims(metadata: dict[str, Any]) -> list[int]:
+    """One face's input dims [C, H, W] from the export metadata (models exported before 2026-11: 1x48x48)."""
+    shape = (metadata.get("input") or {}).get("shape", [-1, 1, 48, 48])
+    return [int(d) for d in shape[1:]]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -189,6 +195,7 @@ def publish_version(
                 "output",
                 "temperature",
                 "reference",
+                "weights",
             )
             if k in export_metadata
         },
@@ -246,7 +253,12 @@ def rollback(repository: Path, params: PublishParams, version: int, previous: Pr
 
 
 def load_and_verify(
-    triton_url: str, params: PublishParams, version: int, model_pt: Path, timeout_s: float = 120.0
+    triton_url: str,
+    params: PublishParams,
+    version: int,
+    model_pt: Path,
+    timeout_s: float = 120.0,
+    dims: list[int] | None = None,
 ) -> float:
     """Ask Triton to load the newest version, wait for it, and compare its outputs with TorchScript's."""
     import torch
@@ -261,7 +273,7 @@ def load_and_verify(
             if time.monotonic() > deadline:
                 raise PublishError(f"version {version} not ready in Triton after {timeout_s:.0f} s")
             time.sleep(0.2)
-        samples = np.random.default_rng(version).integers(0, 256, size=(64, 1, 48, 48), dtype=np.uint8)
+        samples = np.random.default_rng(version).integers(0, 256, size=(64, *(dims or [1, 48, 48])), dtype=np.uint8)
         infer_input = triton_http.InferInput("image", list(samples.shape), "UINT8")
         infer_input.set_data_from_numpy(samples)
         result = client.infer(params.model_name, [infer_input], model_version=str(version))
@@ -334,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
                                "loaded_by_triton": False}  # fmt: skip
     if args.triton_url:
         try:
-            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model)
+            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model,
+                                                             dims=input_dims(export_metadata))  # fmt: skip
             receipt["loaded_by_triton"] = True
             logger.info("Triton at %s serves version %d", args.triton_url, version)
         except PublishError as e:

@@ -28,9 +28,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pipelines.augment import AugmentConfig, augment
-from pipelines.ingest import load_split
-from pipelines.labels import LABELS
-from pipelines.model import build_model, count_parameters
+from pipelines.ingest import load_split, resize_faces
+from pipelines.labels import FER2013_CROP_MARGIN, LABELS
+from pipelines.model import build_model, count_parameters, input_size
+from pipelines.pretrained import SCRATCH, load_pretrained, source
 from pipelines.scoring import confusion_matrix, macro_f1
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ EXPERIMENT = "emotorch"
 class TrainParams:
     model: str = "small"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 12
+    weights: str = SCRATCH  # scratch | a pretrained source of pipelines/pretrained.py (fer2013_mini_xception)
+    epochs: int = 12  # with pretrained weights: 0 imports them as they are, more fine-tunes them
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | sgd (SGD uses Nesterov momentum)
     lr: float = 3e-3
@@ -65,6 +67,17 @@ class TrainParams:
             raise ValueError(f"train.scheduler={self.scheduler!r}; expected onecycle or plateau")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"train.device={self.device!r}; expected auto, cpu or cuda")
+        if self.epochs < 0 or (self.epochs == 0 and self.weights == SCRATCH):
+            raise ValueError(f"train.epochs={self.epochs}; from scratch it must be at least 1 (0 imports pretrained "
+                             "weights as they are)")  # fmt: skip
+        if self.weights != SCRATCH and source(self.weights).model != self.model:
+            raise ValueError(f"train.weights={self.weights!r} are {source(self.weights).model} weights, but "
+                             f"train.model={self.model!r}")  # fmt: skip
+
+    @property
+    def input_size(self) -> int:
+        """The side of the faces the network reads (the table's 48x48 faces are resized to it)."""
+        return input_size(self.model, **self.model_kwargs)
 
     @classmethod
     def from_yaml(cls, path: Path) -> TrainParams:
@@ -155,6 +168,37 @@ def _build_optimizer(params: TrainParams, model: nn.Module, steps_per_epoch: int
     return optimizer, scheduler
 
 
+@dataclass
+class _Progress:
+    """What selection and early stopping know after each epoch."""
+
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score: tuple[float, float] = (-1.0, -1.0)  # validation (macro-F1, accuracy)
+    best_epoch: int | None = None
+    history: list[EpochResult] = field(default_factory=list)
+
+    def record(self, result: EpochResult, model: nn.Module) -> None:
+        self.history.append(result)
+        if (result.val_macro_f1, result.val_accuracy) > self.best_score:
+            self.best_score, self.best_epoch = (result.val_macro_f1, result.val_accuracy), result.epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def initial_model(params: TrainParams, train_images: np.ndarray) -> tuple[nn.Module, float, float, dict[str, Any]]:
+    """The network before training, its input normalisation and the origin of its weights.
+
+    Pretrained weights keep the normalisation they were trained with; from scratch it is the training set's.
+    """
+    if params.weights == SCRATCH:
+        mean, std = normalisation(train_images)
+        return build_model(params.model, **params.model_kwargs), mean, std, {"name": SCRATCH}
+    net, src, origin = load_pretrained(params.weights)
+    if params.input_size != net.input_size:
+        raise ValueError(f"train.model_kwargs give {params.model} a {params.input_size}x{params.input_size} input; "
+                         f"the {params.weights} weights fit {net.input_size}x{net.input_size}")  # fmt: skip
+    return net, src.mean, src.std, origin | {"crop_margin": src.crop_margin}
+
+
 def fit(
     params: TrainParams,
     train: tuple[np.ndarray, np.ndarray],
@@ -166,28 +210,84 @@ def fit(
 ) -> tuple[nn.Module, dict[str, Any], list[EpochResult]]:
     """Train with early stopping on validation macro-F1; return the best model, its metadata and the history.
 
+    Faces are resized to the network's input size first. Pretrained weights are scored as epoch 0, so
+    fine-tuning keeps them unless an epoch beats them on validation; with 0 epochs they are imported as is.
     With `state_path`, the full state is saved after every epoch and, when present, resumed from.
     `max_epochs_this_call` stops early on purpose (to test resumption); the saved state stays behind.
     """
     seed_everything(params.seed)
     torch.set_num_threads(params.torch_threads)
     device = pick_device(params.device)
-    use_amp = device.type == "cuda"
-    mean, std = normalisation(train[0])
+    size = params.input_size
+    train = (resize_faces(train[0], size), train[1])
+    validation = (resize_faces(validation[0], size), validation[1])
+    model, mean, std, origin = initial_model(params, train[0])
     x_train, y_train = to_tensor(train[0], mean, std), torch.from_numpy(train[1])
     x_val, y_val = to_tensor(validation[0], mean, std), torch.from_numpy(validation[1])
+    model = model.to(device)
+    progress = _Progress()
+    if params.weights != SCRATCH:
+        progress.record(_score_epoch(0, model, (x_train, y_train), (x_val, y_val), lr=0.0), model)
+        if on_epoch is not None:
+            on_epoch(progress.history[-1])
+    if params.epochs > 0:
+        _train_epochs(params, model, device, (x_train, y_train), (x_val, y_val), progress, on_epoch, state_path,
+                      state_extra or {}, max_epochs_this_call)  # fmt: skip
+    assert progress.best_state is not None, "no epoch was trained"
+    model = model.cpu()
+    model.load_state_dict(progress.best_state)
+    model.eval()
+    meta = {
+        "model": params.model,
+        "model_kwargs": params.model_kwargs,
+        "input_size": size,
+        "labels": list(LABELS),
+        "mean": mean,
+        "std": std,
+        "weights": origin,
+        "crop_margin": origin.get("crop_margin", FER2013_CROP_MARGIN),
+        "epochs_trained": sum(1 for h in progress.history if h.epoch > 0),
+        "best_epoch": progress.best_epoch,
+        "val_macro_f1": progress.best_score[0],
+        "val_accuracy": progress.best_score[1],
+        "parameters": count_parameters(model),
+        "device": device.type,
+    }
+    return model, meta, progress.history
 
-    model = build_model(params.model, **params.model_kwargs).to(device)
-    steps_per_epoch = -(-len(x_train) // params.batch_size)
-    optimizer, scheduler = _build_optimizer(params, model, steps_per_epoch)
+
+@torch.no_grad()
+def _score_epoch(epoch: int, model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                 validation: tuple[torch.Tensor, torch.Tensor], lr: float) -> EpochResult:  # fmt: skip
+    """An epoch's row for weights that were not trained here (epoch 0 of a fine-tune): both splits scored."""
+    train_loss, train_accuracy, _ = score(predict_logits(model, train[0]), train[1])
+    val_loss, val_accuracy, val_f1 = score(predict_logits(model, validation[0]), validation[1])
+    logger.info("epoch %d (pretrained weights as imported): train loss %.4f acc %.4f | val loss %.4f acc %.4f "
+                "macro-F1 %.4f", epoch, train_loss, train_accuracy, val_loss, val_accuracy, val_f1)  # fmt: skip
+    return EpochResult(epoch, train_loss, train_accuracy, val_loss, val_accuracy, val_f1, lr)
+
+
+def _train_epochs(
+    params: TrainParams,
+    model: nn.Module,
+    device: torch.device,
+    train: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    progress: _Progress,
+    on_epoch: Callable[[EpochResult], None] | None,
+    state_path: Path | None,
+    state_extra: dict[str, Any],
+    max_epochs_this_call: int | None,
+) -> None:
+    """The epoch loop: train, score on validation, keep the best state, save a resumable state."""
+    (x_train, y_train), (x_val, y_val) = train, validation
+    use_amp = device.type == "cuda"
+    optimizer, scheduler = _build_optimizer(params, model, -(-len(x_train) // params.batch_size))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train[1]).to(device), label_smoothing=params.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train.numpy()).to(device),
+                                  label_smoothing=params.label_smoothing)  # fmt: skip
     generator = torch.Generator().manual_seed(params.seed)
-    augment_cfg = params.augment_config()
-
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score, best_epoch, start_epoch = (-1.0, -1.0), 0, 1
-    history: list[EpochResult] = []
+    start_epoch = 1
     if state_path is not None and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -196,78 +296,71 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        best_state, best_score, best_epoch = state["best_state"], tuple(state["best_score"]), state["best_epoch"]
-        history = [EpochResult(**h) for h in state["history"]]
+        progress.best_state, progress.best_score = state["best_state"], tuple(state["best_score"])
+        progress.best_epoch = state["best_epoch"]
+        progress.history = [EpochResult(**h) for h in state["history"]]
         start_epoch = state["epoch"] + 1
         logger.info("resuming from %s after epoch %d", state_path, state["epoch"])
 
     epochs_run = 0
     for epoch in range(start_epoch, params.epochs + 1):
-        if best_epoch and epoch - best_epoch > params.patience:
+        if progress.best_epoch is not None and epoch - progress.best_epoch > params.patience:
             logger.info("early stop: validation macro-F1 has not improved for %d epochs", params.patience)
             break
         if max_epochs_this_call is not None and epochs_run >= max_epochs_this_call:
             break
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total_loss, correct = 0.0, 0
-        bar = tqdm(range(0, len(order), params.batch_size), desc=f"epoch {epoch}/{params.epochs}", unit="batch",
-                   disable=None)  # fmt: skip
-        for i in bar:
-            idx = order[i : i + params.batch_size]
-            xb = augment(x_train[idx], augment_cfg, generator).to(device)
-            yb = y_train[idx].to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(xb)
-                loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if params.scheduler == "onecycle":
-                scheduler.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            seen = min(i + params.batch_size, len(order))
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        train_loss, train_accuracy = _train_one_epoch(params, model, device, (x_train, y_train), optimizer, scheduler,
+                                                      scaler, loss_fn, generator, epoch)  # fmt: skip
         val_loss, val_accuracy, val_f1 = score(predict_logits(model, x_val), y_val)
         if params.scheduler == "plateau":
             scheduler.step(val_f1)
-        result = EpochResult(epoch, total_loss / len(order), correct / len(order), val_loss, val_accuracy, val_f1,
+        result = EpochResult(epoch, train_loss, train_accuracy, val_loss, val_accuracy, val_f1,
                              optimizer.param_groups[0]["lr"])  # fmt: skip
-        history.append(result)
         epochs_run += 1
         logger.info("epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f", epoch,
                     result.train_loss, result.train_accuracy, val_loss, val_accuracy, val_f1)  # fmt: skip
+        progress.record(result, model)
         if on_epoch is not None:
             on_epoch(result)
-        if (val_f1, val_accuracy) > best_score:
-            best_score, best_epoch = (val_f1, val_accuracy), epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if state_path is not None:
-            _save_state(state_path, epoch, model, optimizer, scheduler, scaler, generator, best_state, best_score,
-                        best_epoch, history, state_extra or {})  # fmt: skip
-    assert best_state is not None, "no epoch was trained"
-    model = model.cpu()
-    model.load_state_dict(best_state)
-    model.eval()
-    meta = {
-        "model": params.model,
-        "model_kwargs": params.model_kwargs,
-        "labels": list(LABELS),
-        "mean": mean,
-        "std": std,
-        "best_epoch": best_epoch,
-        "val_macro_f1": best_score[0],
-        "val_accuracy": best_score[1],
-        "parameters": count_parameters(model),
-        "device": device.type,
-    }
-    return model, meta, history
+            _save_state(state_path, epoch, model, optimizer, scheduler, scaler, generator, progress.best_state,
+                        progress.best_score, progress.best_epoch, progress.history, state_extra)  # fmt: skip
+
+
+def _train_one_epoch(params: TrainParams, model: nn.Module, device: torch.device,
+                     train: tuple[torch.Tensor, torch.Tensor], optimizer: Any, scheduler: Any, scaler: Any,
+                     loss_fn: nn.Module, generator: torch.Generator, epoch: int) -> tuple[float, float]:  # fmt: skip
+    """One pass over the shuffled, augmented training set; returns (mean loss, accuracy)."""
+    x_train, y_train = train
+    use_amp = device.type == "cuda"
+    augment_cfg = params.augment_config()
+    model.train()
+    order = torch.randperm(len(x_train), generator=generator)
+    total_loss, correct = 0.0, 0
+    bar = tqdm(range(0, len(order), params.batch_size), desc=f"epoch {epoch}/{params.epochs}", unit="batch",
+               disable=None)  # fmt: skip
+    for i in bar:
+        idx = order[i : i + params.batch_size]
+        xb = augment(x_train[idx], augment_cfg, generator).to(device)
+        yb = y_train[idx].to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if params.scheduler == "onecycle":
+            scheduler.step()
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen = min(i + params.batch_size, len(order))
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return total_loss / len(order), correct / len(order)
 
 
 def _save_state(path: Path, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
-                generator: torch.Generator, best_state: Any, best_score: tuple[float, float], best_epoch: int,
+                generator: torch.Generator, best_state: Any, best_score: tuple[float, float], best_epoch: int | None,
                 history: list[EpochResult], extra: dict[str, Any]) -> None:  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -381,7 +474,11 @@ def main(argv: list[str] | None = None) -> None:
                                    state_extra={"key": key, "run_id": run.info.run_id})  # fmt: skip
         meta |= {"run_id": run.info.run_id, "data_fingerprint": data_fingerprint}
         mlflow.log_metrics({"best_val_macro_f1": meta["val_macro_f1"], "best_val_accuracy": meta["val_accuracy"],
-                            "parameters": meta["parameters"]})  # fmt: skip
+                            "parameters": meta["parameters"], "train_seconds": time.monotonic() - started})  # fmt: skip
+        weights = meta["weights"]
+        mlflow.set_tags({f"weights_{k}": v for k, v in weights.items() if k in ("name", "package", "package_version",
+                         "file", "sha256", "paper")})  # fmt: skip
+        mlflow.log_dict(weights, "training/weights_origin.json")
         write_curves(history, args.curves)
         plot_curves(history, args.curves.with_suffix(".png"))
         mlflow.log_artifact(str(args.curves), artifact_path="training")
@@ -394,13 +491,13 @@ def main(argv: list[str] | None = None) -> None:
         "val_macro_f1": meta["val_macro_f1"],
         "val_accuracy": meta["val_accuracy"],
         "best_epoch": meta["best_epoch"],
-        "epochs_run": len(history),
+        "epochs_trained": meta["epochs_trained"],
         "parameters": meta["parameters"],
-        "train_seconds": round(time.monotonic() - started, 1),
-    }
+        "weights": meta["weights"]["name"],
+    }  # wall time goes to MLflow only: this file is a DVC output and must be the same on every rerun
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info("best validation macro-F1 %.4f (accuracy %.4f) at epoch %d (run %s)", meta["val_macro_f1"],
+    logger.info("best validation macro-F1 %.4f (accuracy %.4f) at epoch %s (run %s)", meta["val_macro_f1"],
                 meta["val_accuracy"], meta["best_epoch"], meta["run_id"])  # fmt: skip
 
 

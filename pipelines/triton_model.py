@@ -32,9 +32,11 @@ class TritonPythonModel:
         if labels != published:
             raise pb_utils.TritonModelException(f"model.pt labels {labels} != labels.txt {published}")
         # Warm up once so that the first request does not pay for TorchScript's profiling runs.
+        (image_input,) = config["input"]
+        dims = [int(d) for d in image_input["dims"]]  # C, H, W of one face: the model's own input size
         with torch.inference_mode():
             for _ in range(2):
-                self.model(torch.zeros((1, 1, 48, 48), dtype=torch.uint8))
+                self.model(torch.zeros((1, *dims), dtype=torch.uint8))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [pb_utils.get_input_tensor_by_name(r, "image").as_numpy() for r in requests]

@@ -82,7 +82,7 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
 
 def test_crop_of_a_whole_face_image_is_a_plain_resize() -> None:
     face = np.random.default_rng(0).integers(0, 256, (96, 96), dtype=np.uint8)
-    crop = crop_to_fer(face, whole_image_box(face), margin=0.0)
+    crop = crop_to_fer(face, whole_image_box(face), (48, 48), margin=0.0)
     assert crop.shape == (48, 48)
     assert abs(float(crop.mean()) - float(face.mean())) < 2
 
@@ -90,20 +90,20 @@ def test_crop_of_a_whole_face_image_is_a_plain_resize() -> None:
 def test_crop_is_centred_on_the_box_and_squared() -> None:
     image = np.zeros((200, 300), dtype=np.uint8)
     image[80:120, 130:170] = 255  # a bright 40x40 "face" centred at (150, 100)
-    crop = crop_to_fer(image, (130, 80, 40, 40), margin=0.0)
+    crop = crop_to_fer(image, (130, 80, 40, 40), (48, 48), margin=0.0)
     assert crop.mean() > 250
-    wider = crop_to_fer(image, (130, 80, 40, 40), margin=0.25)
+    wider = crop_to_fer(image, (130, 80, 40, 40), (48, 48), margin=0.25)
     assert wider[0].mean() < 5 and wider[24, 24] == 255  # border shows background, centre the face
 
 
 def test_crop_at_the_image_edge_is_padded_not_shifted() -> None:
     image = np.full((50, 50), 100, dtype=np.uint8)
-    assert crop_to_fer(image, (0, 0, 30, 30), margin=0.5).shape == (48, 48)
+    assert crop_to_fer(image, (0, 0, 30, 30), (48, 48), margin=0.5).shape == (48, 48)
 
 
 def test_empty_box_is_refused() -> None:
     with pytest.raises(BadInputError):
-        crop_to_fer(np.zeros((10, 10), np.uint8), (0, 0, 0, 5))
+        crop_to_fer(np.zeros((10, 10), np.uint8), (0, 0, 0, 5), (48, 48))
 
 
 def test_malformed_exif_keeps_the_orientation_and_is_no_error() -> None:
@@ -143,7 +143,7 @@ def test_crop_pads_only_the_crop_as_padding_the_whole_image_would() -> None:
         crop = padded[y0 + pad : y0 + pad + round(side), x0 + pad : x0 + pad + round(side)]
         interpolation = cv2.INTER_AREA if crop.shape[0] > 48 else cv2.INTER_LINEAR
         expected = cv2.resize(crop, (48, 48), interpolation=interpolation)
-        assert np.array_equal(crop_to_fer(image, box), expected), box
+        assert np.array_equal(crop_to_fer(image, box, (48, 48)), expected), box
 
 
 def test_a_long_image_as_a_face_crop_never_builds_the_padded_square() -> None:
@@ -153,7 +153,7 @@ def test_a_long_image_as_a_face_crop_never_builds_the_padded_square() -> None:
     image = np.ascontiguousarray(rows.astype(np.uint8))  # 3.2 MB; padded to a square it would be 64 MB
     tracemalloc.start()
     try:
-        face = crop_to_fer(image, whole_image_box(image), margin=0.0)
+        face = crop_to_fer(image, whole_image_box(image), (48, 48), margin=0.0)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

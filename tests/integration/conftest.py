@@ -28,7 +28,10 @@ from tests.conftest import free_port
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Small enough to train in well under a minute on 2 cores, large enough to land far above chance.
-SMALL_PARAMS = {"generate": {"n_faces": 3000}, "train": {"epochs": 8, "batch_size": 32, "patience": 8}}
+SMALL_PARAMS = {
+    "generate": {"n_faces": 3000},
+    "train": {"model": "small", "weights": "scratch", "epochs": 8, "batch_size": 32, "patience": 8},
+}
 
 
 def run_dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

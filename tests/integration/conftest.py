@@ -163,3 +163,36 @@ def gateway(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def gateway_url(gateway: RunningGateway) -> str:
     return gateway.url
+
+
+@dataclass(frozen=True)
+class RealFacesStack:
+    """The default pipeline (pretrained FER2013 weights imported as they are), served by Triton and a gateway."""
+
+    project: Path
+    triton: RunningTriton
+    gateway_url: str
+
+
+@pytest.fixture(scope="session")
+def real_faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealFacesStack]:
+    """`dvc repro` on the project's own params.yaml (only the synthetic evaluation set is smaller), served."""
+    root = make_project(tmp_path_factory.mktemp("real-faces"), {"generate": {"n_faces": 700}})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["train"]["weights"] != "scratch", "the default must serve the pretrained weights"
+    result = run_dvc(root, "repro")
+    assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    work = tmp_path_factory.mktemp("real-faces-triton")
+    process = triton_server.start_triton(root / "model_repository", ports, ["emotion"], cache_dir=work,
+                                         log_file=work / "triton.log")  # fmt: skip
+    try:
+        triton_server.wait_until_ready(process, ports.http, ["emotion"], timeout_s=120)
+        running = RunningTriton(ports, root / "model_repository", work / "triton.log")
+        gateway_process, url = spawn_gateway(running.grpc_url, tmp_path_factory.mktemp("real-faces-gateway"))
+        try:
+            yield RealFacesStack(root, running, url)
+        finally:
+            stop_gateway(gateway_process)
+    finally:
+        triton_server.stop(process)

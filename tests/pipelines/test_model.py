@@ -26,3 +26,35 @@ def test_channels_come_from_params() -> None:
 def test_unknown_model_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet9000")
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride", "expected"), [(60, 3, 2, (0, 1)), (15, 3, 2, (1, 1)),
+                                                                      (8, 3, 2, (0, 1)), (15, 1, 2, (0, 0))])
+def test_keras_same_padding_puts_the_odd_pixel_after(size: int, kernel: int, stride: int,
+                                                     expected: tuple[int, int]) -> None:  # fmt: skip
+    from pipelines.model import _keras_same_pad
+
+    assert _keras_same_pad(size, kernel, stride) == expected
+
+
+def test_mini_xception_reads_64x64_and_has_the_papers_size() -> None:
+    model = build_model("mini_xception").eval()
+    assert model.input_size == 64
+    assert model(torch.randn(3, 1, 64, 64)).shape == (3, len(LABELS))
+    # 58,423 weights in the Keras file = trainable parameters + BatchNorm running means and variances.
+    running = sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+    assert count_parameters(model) + running == 58_423
+
+
+@pytest.mark.parametrize("name", ["small", "vgg_fer", "mini_xception"])
+def test_every_registered_network_reads_its_declared_input_size(name: str) -> None:
+    from pipelines.model import MODELS, input_size
+
+    assert name in MODELS
+    size = input_size(name)
+    assert build_model(name).eval()(torch.zeros(1, 1, size, size)).shape == (1, len(LABELS))
+
+
+def test_an_unknown_model_setting_is_named() -> None:
+    with pytest.raises(ValueError, match="no setting colour"):
+        build_model("small", colour=3)

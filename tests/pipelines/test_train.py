@@ -93,3 +93,40 @@ def test_vgg_fer_trains_one_step_and_exports_on_cpu(tiny, tmp_path: Path) -> Non
     scripted.save(str(tmp_path / "vgg.pt"))
     assert parity(serving, scripted, images[:16]) <= 1e-5
     assert torch.jit.load(str(tmp_path / "vgg.pt"))(torch.zeros(2, 1, 48, 48, dtype=torch.uint8)).shape == (2, 7)
+
+
+PRETRAINED = TrainParams(model="mini_xception", weights="fer2013_mini_xception", epochs=0, batch_size=16,
+                         torch_threads=1)  # fmt: skip
+
+
+def test_pretrained_weights_with_zero_epochs_are_imported_as_they_are(tiny) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.pretrained import load_pretrained
+
+    model, meta, history = fit(PRETRAINED, *tiny)
+    reference, _, _ = load_pretrained("fer2013_mini_xception")
+    assert torch.equal(_weights(model), _weights(reference))
+    assert [h.epoch for h in history] == [0] and meta["epochs_trained"] == 0 and meta["best_epoch"] == 0
+    assert meta["input_size"] == 64 and (meta["mean"], meta["std"]) == (0.5, 0.5)  # the authors' scaling
+    assert meta["weights"]["sha256"] and meta["crop_margin"] == 0.07
+
+
+def test_pretrained_weights_fine_tune_from_epoch_zero(tiny) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    _, meta, history = fit(replace(PRETRAINED, epochs=2, lr=1e-3), *tiny)
+    assert [h.epoch for h in history] == [0, 1, 2] and meta["epochs_trained"] == 2
+    assert history[0].lr == 0.0 and history[1].train_loss != history[0].train_loss
+    assert meta["best_epoch"] in (0, 1, 2) and meta["weights"]["name"] == "fer2013_mini_xception"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"weights": "scratch", "epochs": 0}, "must be at least 1"),
+     ({"model": "small"}, "are mini_xception weights"),
+     ({"weights": "imagenet"}, "unknown pretrained weights")],
+)  # fmt: skip
+def test_inconsistent_weight_settings_are_refused(changes: dict[str, object], message: str) -> None:
+    from dataclasses import asdict
+
+    with pytest.raises(ValueError, match=message):
+        TrainParams(**(asdict(PRETRAINED) | changes))

@@ -1,7 +1,7 @@
 """The in-process baseline of bench/serving.py: what a user might build instead of Triton and the gateway.
 
 A plain FastAPI app served by one uvicorn worker. It loads the same TorchScript `model.pt` once and, per
-request, decodes the uploaded face, resizes it to the model's 48x48 input and runs the model in the request
+request, decodes the uploaded face, resizes it to the model's input size and runs the model in the request
 handler with torch's default intra-op threads (all cores). The handler is `async` and runs the model inline:
 the common pattern, and on one worker the faster one (a threadpool handler would run several batch-1 models at
 once, each with its own intra-op threads, on the same cores).
@@ -21,7 +21,6 @@ import torch
 from fastapi import FastAPI, File, HTTPException, UploadFile
 
 MODEL_PT_ENV = "EMOTORCH_BENCH_MODEL_PT"
-FACE_SIDE = 48
 
 
 def create_app(model_pt: Path | None = None) -> FastAPI:
@@ -29,9 +28,10 @@ def create_app(model_pt: Path | None = None) -> FastAPI:
     path = model_pt or Path(os.environ[MODEL_PT_ENV])
     model = torch.jit.load(str(path), map_location="cpu").eval()
     labels: list[str] = list(model.labels)
+    side = int(getattr(model, "input_size", 48))  # TorchScript files exported before 2026-11 read 48x48
     with torch.inference_mode():  # the first calls pay for TorchScript's profiling runs
         for _ in range(2):
-            model(torch.zeros((1, 1, FACE_SIDE, FACE_SIDE), dtype=torch.uint8))
+            model(torch.zeros((1, 1, side, side), dtype=torch.uint8))
     app = FastAPI(title="EmoTorch in-process baseline")
 
     @app.get("/healthz")
@@ -44,8 +44,8 @@ def create_app(model_pt: Path | None = None) -> FastAPI:
         gray = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
         if gray is None:
             raise HTTPException(status_code=400, detail="not an image")
-        if gray.shape != (FACE_SIDE, FACE_SIDE):
-            gray = cv2.resize(gray, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_AREA)
+        if gray.shape != (side, side):
+            gray = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
         with torch.inference_mode():
             probabilities = model(torch.from_numpy(gray)[None, None])[0].tolist()
         best = int(np.argmax(probabilities))

@@ -18,7 +18,8 @@ and its achieved FLOP/s at a large batch is set against the machine's measured d
 of an sgemm and a 3x3 convolution run as a GEMM). With `--py-spy`, an extra unmeasured run profiles the gateway
 and a python-backend stub.
 
-    python bench/serving.py --model small|vgg_fer [--model-pt model.pt] [--duration 5] [--concurrency 1,8,32]
+    python bench/serving.py --model small|vgg_fer|mini_xception[,...] [--model-pt model.pt] [--duration 5]
+                            [--concurrency 1,8,32]
                             [--json results.json] [--py-spy $(which py-spy)]
 """
 
@@ -891,9 +892,38 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def side_by_side(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The gateway's rows of every model next to the first model's, at each concurrency (one run)."""
+    first = {(c["target"], c["concurrency"]): c for c in results[0]["cells"]}
+    rows = []
+    for result in results[1:]:
+        for cell in result["cells"]:
+            key = (cell["target"], cell["concurrency"])
+            if cell["target"].startswith("gateway") and key in first:
+                base = first[key]
+                rows.append({"target": key[0], "concurrency": key[1], "model": result["model"],
+                             "baseline_model": results[0]["model"], "p50_ms": cell["p50_ms"],
+                             "baseline_p50_ms": base["p50_ms"], "p50_ratio": cell["p50_ms"] / base["p50_ms"],
+                             "rps": cell["throughput_rps"], "baseline_rps": base["throughput_rps"]})  # fmt: skip
+    return rows
+
+
+def render_side_by_side(rows: list[dict[str, Any]]) -> str:
+    lines = ["", "## Side by side (one run)", "",
+             "| target | c | model | p50 ms | baseline model | p50 ms | p50 ratio | req/s | req/s |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['concurrency']} | {r['model']} | {r['p50_ms']:.2f} | "
+                     f"{r['baseline_model']} | {r['baseline_p50_ms']:.2f} | {r['p50_ratio']:.2f} | {r['rps']:.1f} | "
+                     f"{r['baseline_rps']:.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=MODELS, default="small", help="network to build (untrained, seeded)")
+    parser.add_argument("--model", default="small",
+                        help=f"network(s) to build, untrained and seeded, comma-separated ({', '.join(MODELS)}); "
+                        "several are measured one after the other in this run and compared side by side")  # fmt: skip
     parser.add_argument("--model-pt", type=Path, default=None, help="serve this exported TorchScript instead")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
@@ -911,19 +941,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the servers are stopped on the way out
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    names = [n for n in args.model.split(",") if n]
+    if unknown_models := sorted(set(names) - set(MODELS)):
+        parser.error(f"unknown models {unknown_models}; known: {', '.join(MODELS)}")
+    if args.model_pt is not None and len(names) > 1:
+        parser.error("--model-pt serves one model: give one --model")
     targets = [t for t in args.targets.split(",") if t]
     unknown = set(targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}")
-    params = PublishParams.from_yaml(args.params) if args.params.exists() else PublishParams()
+    results = [bench_model(name, args, targets) for name in names]
+    for result in results:
+        print(render(result))  # noqa: T201 - a benchmark prints its table
+    output: dict[str, Any] = results[0]
+    if len(results) > 1:
+        output = {"models": results, "side_by_side": side_by_side(results)}
+        print(render_side_by_side(output["side_by_side"]))  # noqa: T201
+    if args.json:
+        args.json.write_text(json.dumps(_finite(output), indent=2, allow_nan=False) + "\n")
+    return 0
 
+
+def bench_model(model_name: str, args: argparse.Namespace, targets: list[str]) -> dict[str, Any]:
+    """Every target at every concurrency for one network, then its compute efficiency; the result dict."""
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    params = PublishParams.from_yaml(args.params) if args.params.exists() else PublishParams()
     with tempfile.TemporaryDirectory(prefix="emotorch-bench-") as tmp:
         work = Path(tmp)
-        model_pt = args.model_pt.resolve() if args.model_pt else build_torchscript(args.model, work / "model.pt")
+        model_pt = args.model_pt.resolve() if args.model_pt else build_torchscript(model_name, work / "model.pt")
         model = torch.jit.load(str(model_pt), map_location="cpu").eval()
         labels = list(model.labels)
-        name = args.model if args.model_pt is None else model_pt.name
+        name = model_name if args.model_pt is None else model_pt.name
         size = int(getattr(model, "input_size", 48))  # TorchScript files exported before 2026-11 read 48x48
         inputs = make_inputs(size, FER_MARGIN)
         with torch.inference_mode():
@@ -961,10 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
         "dominates": dominates(cells, flop_per_face, compute, int(info["cores"] or 1)),
         "py_spy": profiles,
     }
-    print(render(result))  # noqa: T201 - a benchmark prints its table
-    if args.json:
-        args.json.write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + "\n")
-    return 0
+    return result
 
 
 def _finite(value: Any) -> Any:

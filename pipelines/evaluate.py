@@ -29,7 +29,7 @@ import yaml
 
 from pipelines.export import load_checkpoint
 from pipelines.ingest import load_split, resize_faces
-from pipelines.labels import FER2013_CROP_MARGIN, LABELS
+from pipelines.labels import FER2013_CROP_MARGIN, IMAGE_SIZE, LABELS
 from pipelines.pretrained import SCRATCH
 from pipelines.scoring import (
     Abstention,
@@ -138,7 +138,7 @@ def evaluate(
     the module docstring.
     """
     net, meta = load_checkpoint(checkpoint)
-    mean, std, size = meta["mean"], meta["std"], meta.get("input_size", 48)
+    mean, std, size = meta["mean"], meta["std"], meta.get("input_size", IMAGE_SIZE)
     val_images, val_labels = load_split(table, "validation", size)
     test_images, test_labels = load_split(table, "test", size)  # read once, here and nowhere else
 

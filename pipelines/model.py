@@ -125,7 +125,11 @@ def _keras_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameMaxPool(nn.Module):
-    """3x3 / stride-2 max pool with Keras' asymmetric 'same' padding (padding never wins the max)."""
+    """3x3 / stride-2 max pool with Keras' 'same' padding: the odd padding pixel goes after, not before.
+
+    Computed as the maximum of the kernel's strided views of the padded input: on these CPUs torch's NCHW
+    max_pool2d kernel took ~1 ms on a 16x60x60 map, a third of the whole network; the views take ~0.4 ms.
+    """
 
     def __init__(self, kernel: int = 3, stride: int = 2) -> None:
         super().__init__()
@@ -135,8 +139,15 @@ class SameMaxPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = _keras_same_pad(x.shape[2], self.kernel, self.stride)
         left, right = _keras_same_pad(x.shape[3], self.kernel, self.stride)
-        x = F.pad(x, [left, right, top, bottom], value=float("-inf"))
-        return F.max_pool2d(x, self.kernel, self.stride)
+        x = F.pad(x, [left, right, top, bottom], value=float("-inf"))  # padding never wins the max
+        k, s = self.kernel, self.stride
+        height, width = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+        out = x[:, :, 0 : s * height : s, 0 : s * width : s]
+        for dy in range(k):
+            for dx in range(k):
+                if dy > 0 or dx > 0:
+                    out = torch.maximum(out, x[:, :, dy : dy + s * height : s, dx : dx + s * width : s])
+        return out
 
 
 class SeparableConv(nn.Sequential):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.labels import IMAGE_SIZE
+
 INTENDED_USE = [
     "Mood-aware recommendations (products, places, food, songs, movies) for a person who consents to the "
     "analysis of a photo of their own face, in a consumer app that shows them the result.",
@@ -43,6 +45,12 @@ SYNTHETIC_NOTICE = (
     "describe synthetic faces only; on real photos its answers are not meaningful. Train on FER2013 (README: "
     "'Real FER2013') before any real use."
 )
+
+
+def input_dims(metadata: dict[str, Any]) -> list[int]:
+    """One face's input dims [C, H, W] from the export metadata (exports before 2026-11 read FER2013's size)."""
+    shape = (metadata.get("input") or {}).get("shape", [-1, 1, IMAGE_SIZE, IMAGE_SIZE])
+    return [int(d) for d in shape[1:]]
 
 
 def _weak_classes(per_class_recall: dict[str, float], limit: float = 0.5) -> list[str]:
@@ -81,7 +89,7 @@ def build_card(
     weights = export_metadata.get("weights") or {"name": "scratch"}
     imported = weights["name"] != "scratch"
     synthetic_training = synthetic and fitted_here
-    shape = (export_metadata.get("input") or {}).get("shape", [-1, 1, 48, 48])
+    shape = [-1, *input_dims(export_metadata)]
     margin = (export_metadata.get("input") or {}).get("crop_margin")
     registration = f"; the face box is squared and widened by {margin:.0%} per side" if margin is not None else ""
     return {

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipelines.model_card import build_card, render_markdown
+from pipelines.model_card import build_card, input_dims, render_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +145,6 @@ version_policy: {{ latest: {{ num_versions: 1 }} }}
 """
 
 
-def input_dims(metadata: dict[str, Any]) -> list[int]:
-    """One face's input dims [C, H, W] from the export metadata (models exported before 2026-11: 1x48x48)."""
-    shape = (metadata.get("input") or {}).get("shape", [-1, 1, 48, 48])
-    return [int(d) for d in shape[1:]]
-
-
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=STAGING_PREFIX)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -257,8 +251,8 @@ def load_and_verify(
     params: PublishParams,
     version: int,
     model_pt: Path,
+    dims: list[int],
     timeout_s: float = 120.0,
-    dims: list[int] | None = None,
 ) -> float:
     """Ask Triton to load the newest version, wait for it, and compare its outputs with TorchScript's."""
     import torch
@@ -273,7 +267,7 @@ def load_and_verify(
             if time.monotonic() > deadline:
                 raise PublishError(f"version {version} not ready in Triton after {timeout_s:.0f} s")
             time.sleep(0.2)
-        samples = np.random.default_rng(version).integers(0, 256, size=(64, *(dims or [1, 48, 48])), dtype=np.uint8)
+        samples = np.random.default_rng(version).integers(0, 256, size=(64, *dims), dtype=np.uint8)
         infer_input = triton_http.InferInput("image", list(samples.shape), "UINT8")
         infer_input.set_data_from_numpy(samples)
         result = client.infer(params.model_name, [infer_input], model_version=str(version))

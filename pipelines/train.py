@@ -129,7 +129,7 @@ def class_weights(labels: np.ndarray, num_classes: int = len(LABELS)) -> torch.T
 
 
 def to_tensor(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """uint8 N x 48 x 48 -> normalised float N x 1 x 48 x 48, the same arithmetic as the exported graph."""
+    """uint8 N x S x S -> normalised float N x 1 x S x S, the same arithmetic as the exported graph."""
     return (torch.from_numpy(images).float().unsqueeze(1) / 255.0 - mean) / std
 
 

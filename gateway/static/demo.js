@@ -274,14 +274,19 @@ async function deleteFeedback() {
 }
 
 async function showModelNotice() {
-  // The served model's card says whether it was trained on the embedded synthetic faces.
+  // The served model says where its weights come from and whether it was trained on the synthetic faces.
   try {
     const response = await fetch("/v1/model");
     if (!response.ok) return;
     const model = await response.json();
+    const weights = model.weights || {};
     if (model.synthetic_training_data) {
       $("model-notice").textContent =
         "Notice: the model in use was trained on synthetic faces only; its answers on real photos are not meaningful.";
+    } else if (weights.name && weights.name !== "scratch") {
+      $("model-notice").textContent =
+        `Model: ${model.card_data?.model?.architecture ?? "emotion"} v${model.version}, trained on real faces ` +
+        `(FER2013) by its authors; ${weights.reported}. It reads a facial expression, not a feeling.`;
     }
   } catch {
     // the notice is informative only

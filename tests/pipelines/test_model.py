@@ -58,3 +58,16 @@ def test_every_registered_network_reads_its_declared_input_size(name: str) -> No
 def test_an_unknown_model_setting_is_named() -> None:
     with pytest.raises(ValueError, match="no setting colour"):
         build_model("small", colour=3)
+
+
+@pytest.mark.parametrize("size", [60, 30, 15, 8, 7])
+def test_same_max_pool_equals_padding_then_pooling(size: int) -> None:
+    from torch.nn import functional as F
+
+    from pipelines.model import SameMaxPool, _keras_same_pad
+
+    x = torch.randn(2, 3, size, size)
+    before, after = _keras_same_pad(size, 3, 2)
+    expected = F.max_pool2d(F.pad(x, [before, after, before, after], value=float("-inf")), 3, 2)
+    assert torch.equal(SameMaxPool()(x), expected)
+    assert torch.equal(torch.jit.script(SameMaxPool())(x), expected)

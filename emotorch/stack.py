@@ -85,6 +85,10 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM arrived before the stack was up."""
+
+
 def _start_observability(config: StackConfig, children: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, str]:
     """Prometheus (scraping the gateway and Triton, with the project's rules) and the MLflow UI."""
     urls: dict[str, str] = {}
@@ -177,11 +181,13 @@ def _run_stack(config: StackConfig) -> int:
         logger.error("cannot build a model: %s", e)
         return 1
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    stopping = False
+    stopping, started = False, False
 
     def _on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        if not started:  # Ctrl-C during a slow start-up stops at once, not after every part is ready
+            raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -219,6 +225,7 @@ def _run_stack(config: StackConfig) -> int:
             "",
         ]
         print("\n".join(lines), flush=True)  # noqa: T201 - the command's output for the person at the terminal
+        started = True
         while not stopping:
             for name, process in children:
                 if process.poll() is not None:
@@ -229,6 +236,9 @@ def _run_stack(config: StackConfig) -> int:
     except (RuntimeError, triton_server.TritonStartError, monitoring.PrometheusError) as e:
         logger.error("%s", e)
         return 1
+    except _Interrupted as e:
+        logger.info("interrupted by signal %d while starting; stopping what started", e.args[0])
+        return 128 + int(e.args[0])
     finally:
         for name, process in reversed(children):
             logger.info("stopping %s (pid %d)", name, process.pid)

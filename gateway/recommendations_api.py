@@ -171,7 +171,9 @@ def _from_query(query: RecommendationQuery, state: State) -> dict[str, float]:
 
 def _field_errors(error: ValidationError) -> str:
     """Each offending field and what is wrong with it, never the submitted value."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+    errors = error.errors()
+    named = "; ".join(f"{'.'.join(str(p) for p in e['loc'])[:100] or 'body'}: {e['msg']}" for e in errors[:10])
+    return named + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
 
 
 async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, FaceResult, ModelRef]:

@@ -169,7 +169,12 @@ def create_app(
         state: StateDep,
         image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo (or face crop with mode=face)")],
         consent: Annotated[
-            str | None, Form(description="must be 'true': the person consents to the analysis", examples=["true"])
+            str | None,
+            Form(
+                description="exactly 'true' (lower case, no spaces): the person consents to the analysis",
+                examples=["true"],
+                json_schema_extra={"enum": ["true"]},
+            ),  # fmt: skip
         ] = None,
         mode: Annotated[
             Mode, Form(description="photo: find every face; face: the image is one face crop")
@@ -223,7 +228,8 @@ _ERROR_RESPONSES = {
     413: "the upload or the image's pixel count is over the limit",
     415: "the file is not a JPEG, PNG or WebP image",
     422: "consent missing or a field is invalid",
-    503: "the model is not available (Retry-After says when to retry)",
+    429: "too many requests from this client, or its share of image slots is full; see Retry-After",
+    503: "the model is not available, or the gateway is at capacity (Retry-After says when to retry)",
     504: "the model did not answer in time",
 }
 

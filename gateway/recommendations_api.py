@@ -254,7 +254,10 @@ def _domain_of(item_id: str, state: State) -> str:
     "/v1/sessions/{session_id}",
     status_code=204,
     tags=["privacy"],
-    responses={422: {"description": "the session id is malformed"}},
+    responses={
+        422: {"description": "the session id is malformed (not one the server could have issued)"},
+        429: {"description": "too many requests from this client; see Retry-After"},
+    },
 )
 async def erase_session(
     session_id: Annotated[

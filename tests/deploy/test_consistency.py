@@ -4,8 +4,8 @@ images, ports, variables, settings, secrets and paths named in one place must ex
 from __future__ import annotations
 
 import ast
-import ipaddress
 import importlib.metadata
+import ipaddress
 import os
 import re
 import sys

@@ -115,9 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"field": ".".join(str(p) for p in e["loc"])[:200], "message": str(e["msg"])[:200]}
                   for e in exc.errors()]  # fmt: skip
         fields = ", ".join(e["field"] for e in errors)
-        more = {"errors_omitted": len(errors) - MAX_FIELD_ERRORS} if len(errors) > MAX_FIELD_ERRORS else {}
-        return problem(422, "Invalid request", f"invalid or missing field(s): {fields}",
-                       errors=errors[:MAX_FIELD_ERRORS], **more)  # fmt: skip
+        extra: dict[str, Any] = {"errors": errors[:MAX_FIELD_ERRORS]}
+        if len(errors) > MAX_FIELD_ERRORS:
+            extra["errors_omitted"] = len(errors) - MAX_FIELD_ERRORS
+        return problem(422, "Invalid request", f"invalid or missing field(s): {fields}", None, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -185,7 +185,9 @@ def running_servers(
         except triton_server.TritonStartError as e:
             raise RuntimeError(f"{e}:\n{(work / 'triton.log').read_text()[-3000:]}") from e
         gateway_env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{work / 'feedback.db'}",
-                       "EMOTORCH_RATE_LIMIT_PER_S": "0", "EMOTORCH_MODEL_NAME": params.model_name}  # fmt: skip
+                       "EMOTORCH_RATE_LIMIT_PER_S": "0", "EMOTORCH_MODEL_NAME": params.model_name,
+                       # admission control off in effect: this bench measures serving, bench/overload.py shedding
+                       "EMOTORCH_MAX_IMAGES_IN_FLIGHT": "1024", "EMOTORCH_MAX_IMAGES_PER_CLIENT": "1024"}  # fmt: skip
         gateway_cmd = [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(gateway_port),
                        "--triton-url", f"127.0.0.1:{ports.grpc}", "--log-level", "warning"]  # fmt: skip
         gateway = _spawn(gateway_cmd, gateway_env, work / "gateway.log")

@@ -43,11 +43,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     _limit_malloc_arenas()
 
     from gateway.app import create_app
+    from gateway.server import uvicorn_config
     from gateway.settings import Settings
 
     overrides = {"triton_url": args.triton_url} if args.triton_url else {}
-    app = create_app(Settings(**overrides))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    settings = Settings(**overrides)
+    logging.getLogger("gateway.access").setLevel(args.log_level.upper())  # the access log follows --log-level
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, args.host, args.port, args.log_level)).run()
     return 0
 
 

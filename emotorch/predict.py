@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -11,6 +12,8 @@ import httpx
 from tqdm import tqdm
 
 HEADERS = ("photo", "face", "box (x,y,w,h)", "emotion", "confidence", "runner-up")
+MAX_RETRY_WAIT_S = 10.0  # a gateway asking for a longer wait is reported instead of waited for
+RETRIES = 3
 
 
 def _rows(photo: Path, body: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -95,5 +98,12 @@ def predict_photos(photos: list[Path], url: str, mode: str, consent: bool, timeo
 
 
 def _post(client: httpx.Client, name: str, data: bytes, content_type: str, mode: str) -> httpx.Response:
-    return client.post("/v1/emotions", files={"image": (name, data, content_type)},
-                       data={"consent": "true", "mode": mode})  # fmt: skip
+    """POST one photo; a gateway at capacity (503 or 429 with Retry-After) is given the wait it asks for."""
+    for _ in range(RETRIES):
+        response = client.post("/v1/emotions", files={"image": (name, data, content_type)},
+                               data={"consent": "true", "mode": mode})  # fmt: skip
+        wait = response.headers.get("retry-after", "")
+        if response.status_code not in (429, 503) or not wait.isdigit() or float(wait) > MAX_RETRY_WAIT_S:
+            return response
+        time.sleep(float(wait))
+    return response

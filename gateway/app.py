@@ -23,8 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
 from gateway.admin import router as admin_router
+from gateway.admission import Admission
 from gateway.analysis import Mode, abstain_threshold, analyse
 from gateway.catalog import load_catalog
+from gateway.clientip import ClientAddress
 from gateway.detection import FaceDetector, HaarFaceDetector
 from gateway.errors import CatchUnexpected, GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
@@ -99,9 +101,17 @@ def create_app(
         "Images are analysed in memory, only with consent, and never stored.",
         lifespan=lifespan,
     )
-    # Middleware runs outermost-last-added: timing, CORS, the rate limit, the body limit, then the catch-all.
+    # Middleware runs outermost-last-added: the client's address, timing, CORS, the rate limit, admission, the
+    # body limit, then the catch-all. Everything up to admission runs before a byte of the body is read.
     app.add_middleware(CatchUnexpected)  # innermost: its 500 still gets every header below
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        Admission,
+        metrics=metrics,
+        max_requests=settings.max_in_flight,
+        max_images=settings.max_images_in_flight,
+        max_images_per_client=settings.max_images_per_client,
+    )
     app.add_middleware(RateLimit, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
     if settings.cors_origins:
         app.add_middleware(
@@ -111,7 +121,8 @@ def create_app(
             allow_headers=["content-type", "authorization"],
             expose_headers=["retry-after"],
         )
-    app.add_middleware(RequestTiming, metrics=metrics, headers_for=_response_headers)  # outermost: sees 413/429 too
+    app.add_middleware(RequestTiming, metrics=metrics, headers_for=_response_headers)  # sees 413/429/503 too
+    app.add_middleware(ClientAddress, trusted_proxies=settings.trusted_proxies)  # outermost: all see the parsed client
     install_error_handlers(app)
     app.include_router(recommendations_router)
     app.include_router(admin_router)
@@ -158,7 +169,12 @@ def create_app(
         state: StateDep,
         image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo (or face crop with mode=face)")],
         consent: Annotated[
-            str | None, Form(description="must be 'true': the person consents to the analysis", examples=["true"])
+            str | None,
+            Form(
+                description="exactly 'true' (lower case, no spaces): the person consents to the analysis",
+                examples=["true"],
+                json_schema_extra={"enum": ["true"]},
+            ),  # fmt: skip
         ] = None,
         mode: Annotated[
             Mode, Form(description="photo: find every face; face: the image is one face crop")
@@ -214,7 +230,8 @@ _ERROR_RESPONSES = {
     413: "the upload or the image's pixel count is over the limit",
     415: "the file is not a JPEG, PNG or WebP image",
     422: "consent missing or a field is invalid",
-    503: "the model is not available (Retry-After says when to retry)",
+    429: "too many requests from this client, or its share of image slots is full; see Retry-After",
+    503: "the model is not available, or the gateway is at capacity (Retry-After says when to retry)",
     504: "the model did not answer in time",
 }
 

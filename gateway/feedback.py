@@ -2,12 +2,14 @@
 
 SQLite file by default (WAL mode, so readers never block the writer), any SQLAlchemy URL in production
 (PostgreSQL). Only events are stored: which items were recommended for which emotion probabilities, and what
-happened to them; never an image, and no personal data beyond an optional opaque session id. The learned
+happened to them; never an image, and no personal data beyond the digest of a server-issued session id. Emotion
+vectors are stored coarsened and a repeated event is stored once (gateway/privacy.py says why). The learned
 state (`FeedbackStats`) is derived from these rows, so it survives restarts and every replica converges.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -27,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -34,8 +37,10 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 
 from gateway.catalog import Catalog
+from gateway.privacy import coarsen
 from gateway.recommendation import FeedbackStats
 
 # A full rebuild of the learned state this often: on PostgreSQL several writers can commit ids out of order,
@@ -51,8 +56,10 @@ recommendations = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("created_at", Float, nullable=False),
-    Column("session_id", String(64), nullable=True),
-    Column("probabilities", Text, nullable=False),  # JSON {label: p}
+    # SHA-256 of the server-issued session id (never the id: a copy of the database grants no session).
+    # Rows written before ids were server-issued hold a client-chosen id, which no digest matches.
+    Column("session_id", String(64), nullable=True, index=True),
+    Column("probabilities", Text, nullable=False),  # JSON {label: p}, coarsened to tenths
     Column("model_version", String(32), nullable=True),
 )
 recommended_items = Table(
@@ -71,6 +78,7 @@ events = Table(
     Column("item_id", String(80), nullable=False),
     Column("event", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
+    UniqueConstraint("recommendation_id", "item_id", "event"),  # a replayed event is stored once
 )
 # One row per deletion (retention purge or a session's erasure): a replica that sees a new row rebuilds its
 # learned state, because deleted events cannot be subtracted from incrementally kept figures.
@@ -95,6 +103,7 @@ class ItemNotRecommendedError(LookupError):
 class Recorded:
     event_id: int
     emotion: str  # the top emotion of the recommendation the event answers
+    duplicate: bool = False  # the same event on the same item was already stored
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -115,6 +124,8 @@ class FeedbackStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        for index in recommendations.indexes:  # a database created before the index existed gets it too
+            index.create(self.engine, checkfirst=True)
         self._stats_ttl_s = stats_ttl_s
         self._stats: FeedbackStats | None = None
         self._stats_catalog: Catalog | None = None
@@ -131,18 +142,18 @@ class FeedbackStore:
         self,
         probabilities: dict[str, float],
         items: Sequence[tuple[str, str]],
-        session_id: str | None,
+        session_digest: str,
         model_version: str | None,
     ) -> str:
-        """Store what was recommended (item id, domain pairs in order); return the recommendation id."""
+        """Store what was recommended (item id, domain pairs in order) under a session; return its id."""
         recommendation_id = str(uuid.uuid4())
         with self.engine.begin() as conn:
             conn.execute(
                 insert(recommendations).values(
                     id=recommendation_id,
                     created_at=time.time(),
-                    session_id=session_id,
-                    probabilities=json.dumps(probabilities),
+                    session_id=session_digest,
+                    probabilities=json.dumps(coarsen(probabilities)),
                     model_version=model_version,
                 )
             )
@@ -156,35 +167,43 @@ class FeedbackStore:
                 )
         return recommendation_id
 
-    def record(self, recommendation_id: str, item_id: str, event_name: str) -> Recorded:
-        """Store one feedback event; it is durable when this returns."""
+    def has_session(self, session_digest: str) -> bool:
+        """Whether anything is stored under the session (an erased or expired session is unknown)."""
+        with self.engine.connect() as conn:
+            query = select(recommendations.c.id).where(recommendations.c.session_id == session_digest).limit(1)
+            return conn.execute(query).first() is not None
+
+    def record(self, recommendation_id: str, item_id: str, event_name: str, session_digest: str) -> Recorded:
+        """Store one feedback event (once: a replay returns the stored one); it is durable when this returns.
+
+        A recommendation of another session is unknown here, exactly as one that does not exist.
+        """
         if event_name not in EVENTS:
             raise ValueError(f"unknown event {event_name!r}; known: {', '.join(EVENTS)}")
-        with self.engine.begin() as conn:
-            found = conn.execute(
-                select(recommendations.c.probabilities).where(recommendations.c.id == recommendation_id)
-            ).first()
-            if found is None:
-                raise UnknownRecommendationError(recommendation_id)
-            probabilities: dict[str, float] = json.loads(found[0])
-            member = conn.execute(
-                select(recommended_items.c.item_id).where(
-                    (recommended_items.c.recommendation_id == recommendation_id)
-                    & (recommended_items.c.item_id == item_id)
-                )
-            ).first()
-            if member is None:
-                raise ItemNotRecommendedError(item_id)
-            result = conn.execute(
-                insert(events).values(
-                    recommendation_id=recommendation_id, item_id=item_id, event=event_name, created_at=time.time()
-                )
-            )
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(select(recommendations.c.probabilities, recommendations.c.session_id)
+                                     .where(recommendations.c.id == recommendation_id)).first()  # fmt: skip
+                if found is None or not hmac.compare_digest(str(found[1] or ""), session_digest):
+                    raise UnknownRecommendationError(recommendation_id)
+                probabilities: dict[str, float] = json.loads(found[0])
+                top = max(probabilities, key=lambda label: probabilities[label]) if probabilities else "unknown"
+                shown = recommended_items.c
+                member = conn.execute(select(shown.item_id).where((shown.recommendation_id == recommendation_id)
+                                                                  & (shown.item_id == item_id))).first()  # fmt: skip
+                if member is None:
+                    raise ItemNotRecommendedError(item_id)
+                if (stored := _stored_event(conn, recommendation_id, item_id, event_name)) is not None:
+                    return Recorded(stored, top, duplicate=True)
+                result = conn.execute(insert(events).values(recommendation_id=recommendation_id, item_id=item_id,
+                                                            event=event_name, created_at=time.time()))  # fmt: skip
+        except IntegrityError:  # the same event, committed by a concurrent request in between
+            with self.engine.connect() as conn:
+                return Recorded(_stored_event(conn, recommendation_id, item_id, event_name) or 0, top, duplicate=True)
         with self._lock:
             self._refreshed_at = 0.0  # this process's next ranking sees its own event
         key = result.inserted_primary_key
         assert key is not None
-        top = max(probabilities, key=lambda label: probabilities[label]) if probabilities else "unknown"
         return Recorded(int(key[0]), top)
 
     def purge(self, older_than_s: float) -> int:
@@ -193,9 +212,9 @@ class FeedbackStore:
         removed, _ = self._delete(recommendations.c.created_at < cutoff, "retention")
         return removed
 
-    def delete_session(self, session_id: str) -> tuple[int, int]:
-        """Erase everything stored under a session id; return (recommendations, events) deleted."""
-        return self._delete(recommendations.c.session_id == session_id, "erasure")
+    def delete_session(self, session_digest: str) -> tuple[int, int]:
+        """Erase everything stored under a session; return (recommendations, events) deleted."""
+        return self._delete(recommendations.c.session_id == session_digest, "erasure")
 
     def _delete(self, where: Any, reason: str) -> tuple[int, int]:
         with self.engine.begin() as conn:
@@ -210,10 +229,10 @@ class FeedbackStore:
                 self._stats = None  # rebuild from what is left
         return int(removed or 0), int(removed_events or 0)
 
-    def session_counts(self, session_id: str) -> tuple[int, int]:
-        """(recommendations, events) stored under a session id."""
+    def session_counts(self, session_digest: str) -> tuple[int, int]:
+        """(recommendations, events) stored under a session."""
         with self.engine.connect() as conn:
-            ids = select(recommendations.c.id).where(recommendations.c.session_id == session_id)
+            ids = select(recommendations.c.id).where(recommendations.c.session_id == session_digest)
             n_recs = conn.execute(select(func.count()).select_from(ids.subquery())).scalar_one()
             n_events = conn.execute(
                 select(func.count()).select_from(events).where(events.c.recommendation_id.in_(ids))
@@ -296,6 +315,13 @@ class FeedbackStore:
             if (s1, f1) != (s0, f0):
                 stats.add(row, weights, s1 - s0, f1 - f0)
         return stats, int(max_id)
+
+
+def _stored_event(conn: Any, recommendation_id: str, item_id: str, event_name: str) -> int | None:
+    query = select(events.c.id).where((events.c.recommendation_id == recommendation_id)
+                                      & (events.c.item_id == item_id) & (events.c.event == event_name))  # fmt: skip
+    found = conn.execute(query.limit(1)).first()
+    return int(found[0]) if found is not None else None
 
 
 def _outcomes(counts: dict[str, int]) -> tuple[int, int]:

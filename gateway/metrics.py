@@ -33,6 +33,7 @@ class GatewayMetrics:
     model_ready: Gauge
     feedback_events: Counter
     recommended_items: Counter
+    shed_requests: Counter
     face_brightness: Histogram
     face_contrast: Histogram
     reference_class_ratio: Gauge
@@ -86,6 +87,11 @@ class GatewayMetrics:
             recommended_items=Counter(
                 "emotorch_recommended_items_total", "Items recommended, by domain and top emotion (CTR denominator).",
                 ["domain", "emotion"], registry=registry,
+            ),
+            shed_requests=Counter(
+                "emotorch_shed_requests_total",
+                "Requests refused at admission before any work: busy (the process is full), client_busy.",
+                ["reason"], registry=registry,
             ),
             face_brightness=Histogram(
                 "emotorch_face_brightness", "Mean pixel value of each classified face crop, 0..1 (input drift).",

@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.clientip import client_key
 from gateway.errors import send_problem
 
 MAX_CLIENTS = 10_000  # buckets kept; the least recently seen client is forgotten first
@@ -16,8 +17,8 @@ MAX_CLIENTS = 10_000  # buckets kept; the least recently seen client is forgotte
 class RateLimit:
     """Allow `rate_per_s` requests per second per client with bursts of `burst`, on paths under `prefix`.
 
-    The client is the connection's peer address. Behind a load balancer, configure it to forward the real
-    address (uvicorn --proxy-headers with trusted --forwarded-allow-ips), or every client shares one bucket.
+    The client is `scope["client"]` as `ClientAddress` parsed it (the peer, or what a trusted proxy forwarded),
+    keyed by `client_key`: always a bounded address string, so the buckets' memory is bounded by MAX_CLIENTS.
     """
 
     def __init__(self, app: ASGIApp, rate_per_s: float, burst: int, prefix: str = "/v1/") -> None:
@@ -46,8 +47,7 @@ class RateLimit:
         if scope["type"] != "http" or self.rate_per_s <= 0 or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        client = (scope.get("client") or ("unknown", 0))[0]
-        wait = self._take(client)
+        wait = self._take(client_key(str((scope.get("client") or ("unknown", 0))[0])))
         if wait <= 0:
             await self.app(scope, receive, send)
             return

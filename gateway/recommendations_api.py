@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -14,10 +14,10 @@ from starlette.datastructures import UploadFile
 from gateway.analysis import Mode, analyse
 from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedMediaTypeError
 from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
+from gateway.privacy import SESSION_ID_PATTERN, new_session_id, session_digest
 from gateway.recommendation import align, rank
 from gateway.schemas import (
     ALL_DOMAINS,
-    SESSION_ID_PATTERN,
     UNCERTAIN,
     EmotionEstimate,
     FaceResult,
@@ -27,7 +27,6 @@ from gateway.schemas import (
     RecommendationQuery,
     RecommendationsResponse,
     RecommendedItem,
-    SessionErased,
 )
 from gateway.state import State, StateDep, require_consent, require_single_parts
 
@@ -39,11 +38,15 @@ _MULTIPART_SCHEMA = {
     "required": ["image", "consent"],
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP photo"},
-        "consent": {"type": "string", "enum": ["true"], "description": "must be 'true'"},
+        "consent": {"type": "string", "enum": ["true"], "description": "exactly 'true' (lower case, no spaces)"},
         "mode": {"type": "string", "enum": ["photo", "face"], "default": "photo"},
         "domains": {"type": "array", "items": {"type": "string", "enum": list(ALL_DOMAINS)}},
         "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
-        "session_id": {"type": "string", "maxLength": 64},
+        "session_id": {
+            "type": "string",
+            "pattern": SESSION_ID_PATTERN,
+            "description": "the session_id of an earlier answer (omitted: a new session)",
+        },  # fmt: skip
     },
 }
 
@@ -98,14 +101,16 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
                   uncertain=uncertain)  # fmt: skip
     normalised = {label: float(p) for label, p in zip(catalog.labels, vector, strict=True)}
     items = [(r.item.id, domain) for domain, rows in ranked.items() for r in rows]
-    recommendation_id = await run_in_threadpool(
-        state["store"].save_recommendation, normalised, items, query.session_id, model.version if model else None
-    )
+    session_id = await run_in_threadpool(_session_for, query.session_id, state)
+    version = model.version if model else None
+    recommendation_id = await run_in_threadpool(state["store"].save_recommendation, normalised, items,
+                                                session_digest(session_id), version)  # fmt: skip
     mood = catalog.labels[int(np.argmax(vector))]
     for domain, rows in ranked.items():
         state["metrics"].recommended_items.labels(domain=domain, emotion=mood).inc(len(rows))
     return RecommendationsResponse(
         recommendation_id=recommendation_id,
+        session_id=session_id,
         emotion=EmotionEstimate(
             label=UNCERTAIN if uncertain else mood, uncertain=uncertain, probabilities=normalised, source=source
         ),  # fmt: skip
@@ -126,6 +131,17 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         model=model,
         face=face,
     )
+
+
+def _session_for(given: str | None, state: State) -> str:
+    """The session a recommendation joins: the given one if the store knows it, else a freshly issued one.
+
+    Only ids the server issued exist in the store, so a client can neither pick nor claim an id; an erased or
+    expired session simply starts over, and the answer carries the id to keep.
+    """
+    if given is not None and state["store"].has_session(session_digest(given)):
+        return given
+    return new_session_id()
 
 
 def _parse_json(body: bytes) -> RecommendationQuery:
@@ -155,7 +171,9 @@ def _from_query(query: RecommendationQuery, state: State) -> dict[str, float]:
 
 def _field_errors(error: ValidationError) -> str:
     """Each offending field and what is wrong with it, never the submitted value."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+    errors = error.errors()
+    named = "; ".join(f"{'.'.join(str(p) for p in e['loc'])[:100] or 'body'}: {e['msg']}" for e in errors[:10])
+    return named + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
 
 
 async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, FaceResult, ModelRef]:
@@ -196,22 +214,32 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
     response_model=FeedbackRecorded,
     status_code=201,
     responses={
+        200: {"model": FeedbackRecorded, "description": "this very event was already stored (stored once)"},
         400: {"description": "the body is not decodable JSON"},
-        404: {"description": "unknown recommendation"},
+        404: {"description": "no such recommendation in this session"},
         413: {"description": "the body is over the size limit"},
         422: {"description": "invalid event or item"},
+        429: {"description": "too many requests from this client; see Retry-After"},
     },
 )
-async def feedback(body: FeedbackRequest, state: StateDep) -> FeedbackRecorded:
-    """Record what happened to a recommended item (impression, click, like, dismiss, purchase)."""
+async def feedback(body: FeedbackRequest, state: StateDep, response: Response) -> FeedbackRecorded:
+    """Record what happened to a recommended item (impression, click, like, dismiss, purchase).
+
+    It needs the session_id the recommendation came with: a recommendation of another session is not found.
+    """
+    digest = session_digest(body.session_id)
     try:
-        recorded = await run_in_threadpool(state["store"].record, body.recommendation_id, body.item_id, body.event)
+        recorded = await run_in_threadpool(state["store"].record, body.recommendation_id, body.item_id, body.event,
+                                           digest)  # fmt: skip
     except UnknownRecommendationError as e:
-        raise NotFoundError(f"no recommendation {body.recommendation_id!r}") from e
+        raise NotFoundError(f"no recommendation {body.recommendation_id!r} in this session") from e
     except ItemNotRecommendedError as e:
         raise UnprocessableError(
             f"item {body.item_id!r} was not part of recommendation {body.recommendation_id!r}"
         ) from e
+    if recorded.duplicate:
+        response.status_code = 200
+        return FeedbackRecorded(recorded=False, event_id=recorded.event_id)
     domain = _domain_of(body.item_id, state)
     state["metrics"].feedback_events.labels(event=body.event, domain=domain, emotion=recorded.emotion).inc()
     return FeedbackRecorded(recorded=True, event_id=recorded.event_id)
@@ -224,17 +252,23 @@ def _domain_of(item_id: str, state: State) -> str:
 
 @router.delete(
     "/v1/sessions/{session_id}",
-    response_model=SessionErased,
+    status_code=204,
     tags=["privacy"],
-    responses={422: {"description": "the session id is malformed"}},
+    responses={
+        422: {"description": "the session id is malformed (not one the server could have issued)"},
+        429: {"description": "too many requests from this client; see Retry-After"},
+    },
 )
 async def erase_session(
-    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="the opaque id sent with requests")],
+    session_id: Annotated[
+        str, Path(pattern=SESSION_ID_PATTERN, description="the session_id a recommendation answer carried")
+    ],
     state: StateDep,
-) -> SessionErased:
-    """Delete every recommendation and feedback event stored under a session id (idempotent).
+) -> Response:
+    """Delete every recommendation and feedback event of a session (idempotent).
 
-    The learned rankings are rebuilt from what is left, in every replica.
+    The session id is the capability: only its holder can name it. The answer is the same 204 whether the
+    session held anything or not, so it tells a guesser nothing. Learned rankings are rebuilt without it.
     """
-    removed, removed_events = await run_in_threadpool(state["store"].delete_session, session_id)
-    return SessionErased(session_id=session_id, recommendations_deleted=removed, events_deleted=removed_events)
+    await run_in_threadpool(state["store"].delete_session, session_digest(session_id))
+    return Response(status_code=204)

@@ -6,8 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from gateway.privacy import SESSION_ID_PATTERN
+
 UNCERTAIN = "uncertain"
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # an opaque id chosen by the client (not "." or "..")
+MAX_PROBABILITY_KEYS = 32  # the labels of any model fit; more is an attack on the error message, not a query
 
 
 class FaceResult(BaseModel):
@@ -83,11 +85,16 @@ class RecommendationQuery(BaseModel):
     }  # fmt: skip
 
     emotion: str | None = Field(None, max_length=32, description="one label, e.g. 'happy'")
-    probabilities: dict[str, float] | None = Field(None, description="probability by label (renormalised)")
+    probabilities: dict[str, float] | None = Field(
+        None, max_length=MAX_PROBABILITY_KEYS, description="probability by label (renormalised)"
+    )
     domains: list[Domain] = Field(default_factory=lambda: list(ALL_DOMAINS), min_length=1, max_length=5)
     k: int = Field(5, ge=1, le=20, description="items per domain")
     session_id: str | None = Field(
-        None, max_length=64, pattern=SESSION_ID_PATTERN, description="opaque id; DELETE /v1/sessions/{id} erases it"
+        None,
+        pattern=SESSION_ID_PATTERN,
+        description="the session_id of an earlier answer, to add to that session; omitted (or erased, expired): "
+        "the answer starts a new session",
     )
 
 
@@ -109,6 +116,10 @@ class EmotionEstimate(BaseModel):
 
 class RecommendationsResponse(BaseModel):
     recommendation_id: str = Field(description="send it back with feedback on an item")
+    session_id: str = Field(
+        description="server-issued capability (256 random bits): keep it secret; it is needed to send feedback on "
+        "this recommendation and to erase the session (DELETE /v1/sessions/{session_id})"
+    )
     emotion: EmotionEstimate
     domains: dict[str, list[RecommendedItem]]
     model: ModelRef | None = Field(None, description="the model that read the image, if one was sent")
@@ -119,23 +130,19 @@ class FeedbackRequest(BaseModel):
     model_config = {
         "extra": "forbid",
         "json_schema_extra": {"examples": [{"recommendation_id": "0b7e2f9c-3d4f-4a8e-9d1e-6f1c2a3b4c5d",
-                                           "item_id": "song-calm-acoustic-03", "event": "like"}]},
+                                           "item_id": "song-calm-acoustic-03", "event": "like",
+                                           "session_id": "Xq3vY0c2l9oJm4b8TtW1sZ7dK5eR6aN0pH2uF8gC3iL"}]},
     }  # fmt: skip
 
     recommendation_id: str = Field(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, description="the session_id the recommendation came with")
     item_id: str = Field(min_length=1, max_length=80)
     event: FeedbackEvent
 
 
 class FeedbackRecorded(BaseModel):
-    recorded: bool
+    recorded: bool = Field(description="false when this very event was already stored: it is stored once")
     event_id: int
-
-
-class SessionErased(BaseModel):
-    session_id: str
-    recommendations_deleted: int = Field(description="recommendations served under the session id, now deleted")
-    events_deleted: int = Field(description="feedback events on them, now deleted")
 
 
 class AbstentionPolicy(BaseModel):

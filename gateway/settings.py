@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.catalog import DEFAULT_CATALOG
+from gateway.clientip import parse_networks
 
 
 class Settings(BaseSettings):
@@ -33,4 +34,22 @@ class Settings(BaseSettings):
     abstain_threshold: float | None = Field(
         None, ge=0, le=1, description="confidence below which a face is 'uncertain' (unset: the model's own)"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of proxies whose X-Forwarded-For is believed (JSON list; empty: none)",
+    )
+    max_in_flight: int = Field(64, ge=1, description="requests under /v1/ in analysis at once per process")
+    max_images_in_flight: int = Field(8, ge=1, description="image requests in analysis at once per process")
+    max_images_per_client: int = Field(4, ge=1, description="image requests in analysis at once per client")
+    max_headers: int = Field(100, ge=8, description="most request headers accepted (more: 431)")
+    max_head_bytes: int = Field(16384, ge=1024, description="largest request line + headers in bytes (more: 431)")
+    head_timeout_s: float = Field(10.0, gt=0, description="time a client has to send the request head (then 408)")
+    keep_alive_s: int = Field(5, ge=1, description="an idle kept-alive connection is closed after this")
+    max_connections: int = Field(1000, ge=1, description="open connections per process (more: 503)")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes (unset: disabled)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a typo must stop start-up, not silently trust nobody (or everybody)
+        return value

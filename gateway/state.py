@@ -47,10 +47,11 @@ StateDep = Annotated[State, Depends(get_state)]
 
 
 def require_consent(consent: object) -> None:
-    """Refuse any image unless the request says consent=true (exactly; "yes", "1" or "on" are not consent)."""
-    if not isinstance(consent, str) or consent.strip().lower() != "true":
+    """Refuse any image unless the request says consent=true, exactly as documented: not "True", " true",
+    "yes" or "1". Consent is the one field not to guess at; the OpenAPI schema says enum ["true"]."""
+    if consent != "true":
         raise ConsentRequiredError(
-            "the form field 'consent' must be 'true': images are analysed only with the person's consent"
+            "the form field 'consent' must be exactly 'true': images are analysed only with the person's consent"
         )
 
 

@@ -3,13 +3,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import GatewayMetrics, outcome
+
+access_log = logging.getLogger("gateway.access")
+MAX_LOGGED_PATH = 120  # characters of an unmatched path written to the access log
+
+
+def loggable_path(scope: Scope) -> str:
+    """What the access log says about the path: the route template when one matched (never an id or secret in
+    it), else the raw path cut short and percent-encoded; never the query string."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "?"))
+    return quote(str(scope.get("path", ""))[:MAX_LOGGED_PATH], safe="/-._~!$&'()*+,;=:@")  # controls escaped
 
 
 class RequestTiming:
@@ -41,6 +55,10 @@ class RequestTiming:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            self.metrics.request_duration.labels(
-                route=template(), method=scope["method"], outcome=outcome(status)
-            ).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.request_duration.labels(route=template(), method=scope["method"], outcome=outcome(status)
+                                                 ).observe(seconds)  # fmt: skip
+            if access_log.isEnabledFor(logging.INFO):  # client: a parsed IP (ClientAddress); method: parser-checked
+                client = (scope.get("client") or ("unknown", 0))[0]
+                access_log.info('%s "%s %s" %d %.1fms', client, scope["method"][:16], loggable_path(scope), status,
+                                seconds * 1000)  # fmt: skip

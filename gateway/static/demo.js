@@ -8,16 +8,16 @@ const $ = (id) => document.getElementById(id);
 const DOMAIN_TITLES = { products: "Products", places: "Places to visit", food: "Food", songs: "Songs", movies: "Movies" };
 const ITEMS_PER_DOMAIN = 3;
 
-const state = { stream: null, sessionId: sessionId(), busy: false };
+const SESSION_KEY = "emotorch-session";
+const state = { stream: null, sessionId: sessionStorage.getItem(SESSION_KEY), busy: false };
 
-function sessionId() {
-  // An opaque random id for this browser tab: feedback is stored under it, and it can be erased.
-  let id = sessionStorage.getItem("emotorch-session");
-  if (!id) {
-    id = crypto.randomUUID();
-    sessionStorage.setItem("emotorch-session", id);
-  }
-  return id;
+function keepSession(id) {
+  // The gateway issues the session id with the first recommendation. It is a capability: whoever holds it can
+  // send feedback on the session's recommendations and erase them, so it stays in this tab only and is never shown.
+  state.sessionId = id;
+  if (id) sessionStorage.setItem(SESSION_KEY, id);
+  else sessionStorage.removeItem(SESSION_KEY);
+  $("session-state").textContent = id ? "started" : "none yet";
 }
 
 function setStatus(element, text, isError = false) {
@@ -128,7 +128,7 @@ async function analyse(blob) {
   form.append("consent", "true");
   form.append("mode", $("closeup").checked ? "face" : "photo");
   form.append("k", String(ITEMS_PER_DOMAIN));
-  form.append("session_id", state.sessionId);
+  if (state.sessionId) form.append("session_id", state.sessionId);
   try {
     const response = await fetch("/v1/recommendations", { method: "POST", body: form });
     if (!response.ok) {
@@ -139,6 +139,7 @@ async function analyse(blob) {
       return;
     }
     const body = await response.json();
+    keepSession(body.session_id); // the same id, or a new one if the old session was erased or expired
     await drawPicture(blob, body.face ? body.face.box : null);
     showEmotion(body);
     showRecommendations(body);
@@ -242,7 +243,7 @@ async function sendFeedback(recommendationId, item, event, actions) {
     const response = await fetch("/v1/feedback", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ recommendation_id: recommendationId, item_id: item.item_id, event }),
+      body: JSON.stringify({ recommendation_id: recommendationId, item_id: item.item_id, event, session_id: state.sessionId }),
     });
     if (!response.ok) {
       buttons.forEach((b) => (b.disabled = false));
@@ -260,14 +261,18 @@ async function sendFeedback(recommendationId, item, event, actions) {
 
 async function deleteFeedback() {
   const status = $("delete-status");
+  if (!state.sessionId) {
+    setStatus(status, "Nothing is stored for this tab yet.");
+    return;
+  }
   try {
     const response = await fetch(`/v1/sessions/${encodeURIComponent(state.sessionId)}`, { method: "DELETE" });
     if (!response.ok) {
       setStatus(status, `Not deleted: ${await problemText(response)}`, true);
       return;
     }
-    const body = await response.json();
-    setStatus(status, `Deleted ${body.recommendations_deleted} recommendation(s) and ${body.events_deleted} feedback event(s).`);
+    keepSession(null); // the next recommendation starts a new session
+    setStatus(status, "Deleted: every recommendation and feedback event of this tab's session is gone.");
   } catch (error) {
     setStatus(status, `Not deleted: the gateway could not be reached (${error.message}).`, true);
   }
@@ -294,7 +299,7 @@ async function showModelNotice() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("session-id").textContent = state.sessionId;
+  keepSession(state.sessionId);
   $("consent").addEventListener("change", onConsentChange);
   $("camera-start").addEventListener("click", startCamera);
   $("camera-capture").addEventListener("click", captureFrame);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import ipaddress
 import os
 import re
 import sys
@@ -222,6 +223,10 @@ def test_gateway_settings_accept_the_deployed_values(
         settings = Settings()  # raises on a value the gateway would refuse at start
         assert settings.database_url.startswith("postgresql+psycopg://"), where
         assert settings.admin_token is not None and settings.admin_token.get_secret_value(), where
+        # Forwarded headers are believed from the ingress alone: a handful of addresses, never a whole network.
+        proxies = [ipaddress.ip_network(p) for p in settings.trusted_proxies]
+        assert all(p.num_addresses <= 256 for p in proxies), (where, proxies)
+        assert bool(proxies) == (where != "compose"), where  # compose publishes the gateway with nothing in front
 
 
 def test_gateway_secrets_come_from_secrets(compose: dict[str, Any], rendered: Docs) -> None:

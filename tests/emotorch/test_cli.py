@@ -148,3 +148,40 @@ def test_waiting_for_a_server_that_died_says_so_with_its_log(tmp_path: Path) -> 
     process.wait()
     with pytest.raises(RuntimeError, match=r"(?s)gateway exited with code 3 before it was ready:.*already in use"):
         wait_http_ok(f"http://127.0.0.1:{free_port()}/readyz", process, 5, "gateway", log)
+
+
+def test_predict_waits_as_a_busy_gateway_asks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Admission control answers 503 + Retry-After when the gateway is full: predict waits and sends again."""
+    import threading
+
+    answer = {"faces": [], "model": {"name": "emotion", "version": "3"}, "timings_ms": {}}
+    statuses: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if len(statuses) < 2:
+                statuses.append(503)
+                body = b'{"title": "Service busy", "status": 503, "detail": "at capacity"}'
+                self.send_response(503)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            statuses.append(200)
+            _send_json(self, answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        photo = tmp_path / "one.png"
+        photo.write_bytes(b"\x89PNG fake")
+        assert main(["predict", "--consent", str(photo), "--url", f"http://127.0.0.1:{server.server_address[1]}"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [503, 503, 200] and "1 of 1 photo(s) analysed" in capsys.readouterr().out

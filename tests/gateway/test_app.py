@@ -76,7 +76,9 @@ def test_validation_errors_name_the_field_without_echoing_input(client: TestClie
 def test_openapi_documents_the_contract(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     operation = spec["paths"]["/v1/emotions"]["post"]
-    assert {"200", "413", "415", "422", "503", "504"} <= set(operation["responses"])
+    assert {"200", "413", "415", "422", "429", "503", "504"} <= set(operation["responses"])
+    consent = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert spec["components"]["schemas"][consent]["properties"]["consent"]["enum"] == ["true"]  # exactly, as checked
     assert "examples" in spec["components"]["schemas"]["EmotionsResponse"]
 
 

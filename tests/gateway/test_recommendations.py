@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,13 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.catalog import DEFAULT_CATALOG, DOMAINS, CatalogError, load_catalog
 from gateway.feedback import FeedbackStore, ItemNotRecommendedError, UnknownRecommendationError
+from gateway.privacy import new_session_id, session_digest
 from gateway.recommendation import PER_CATEGORY_CAP, FeedbackStats, Posterior, align, rank
 from gateway.settings import Settings
 from tests.conftest import free_port
 
 LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+SESSION = session_digest(new_session_id())  # what the store keeps of a session: the digest of its id
 
 
 @pytest.fixture
@@ -83,14 +86,14 @@ def test_ranking_is_deterministic_with_a_seed() -> None:
 def test_store_rejects_unknown_ids_and_survives_reopening(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'f.db'}"
     store = FeedbackStore(url)
-    rec = store.save_recommendation({"happy": 1.0}, [("song-upbeat-pop-01", "songs")], None, "1")
+    rec = store.save_recommendation({"happy": 1.0}, [("song-upbeat-pop-01", "songs")], SESSION, "1")
     with pytest.raises(UnknownRecommendationError):
-        store.record("00000000-0000-0000-0000-000000000000", "song-upbeat-pop-01", "click")
+        store.record("00000000-0000-0000-0000-000000000000", "song-upbeat-pop-01", "click", SESSION)
     with pytest.raises(ItemNotRecommendedError):
-        store.record(rec, "movie-action-01", "click")
+        store.record(rec, "movie-action-01", "click", SESSION)
     with pytest.raises(ValueError, match="unknown event"):
-        store.record(rec, "song-upbeat-pop-01", "share")
-    store.record(rec, "song-upbeat-pop-01", "like")
+        store.record(rec, "song-upbeat-pop-01", "share", SESSION)
+    store.record(rec, "song-upbeat-pop-01", "like", SESSION)
     store.close()
     reopened = FeedbackStore(url)
     stats = reopened.stats(load_catalog(DEFAULT_CATALOG))
@@ -99,23 +102,40 @@ def test_store_rejects_unknown_ids_and_survives_reopening(tmp_path: Path) -> Non
     reopened.close()
 
 
-def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+def test_two_concurrent_writers_lose_nothing_and_store_a_replay_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'f.db'}"
     stores = [FeedbackStore(url), FeedbackStore(url)]  # two "replicas" on one database
-    rec = stores[0].save_recommendation({"sad": 1.0}, [("food-desserts-01", "food")], None, None)
+    recs = [stores[0].save_recommendation({"sad": 1.0}, [("food-desserts-01", "food")], SESSION, None)
+            for _ in range(50)]  # fmt: skip
 
-    def write(store: FeedbackStore) -> None:
-        for _ in range(100):
-            store.record(rec, "food-desserts-01", "click")
+    def write(store: FeedbackStore, event: str) -> None:
+        for rec in recs:
+            store.record(rec, "food-desserts-01", event, SESSION)
+            store.record(rec, "food-desserts-01", "impression", SESSION)  # both replicas: the same event
 
-    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    threads = [threading.Thread(target=write, args=a) for a in ((stores[0], "click"), (stores[1], "like"))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert stores[1].count_events() == 200
+    assert stores[1].count_events() == 150  # 50 clicks + 50 likes + 50 impressions, each stored once
     for s in stores:
         s.close()
+
+
+def test_feedback_needs_the_recommendations_session(tmp_path: Path) -> None:
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
+    rec = store.save_recommendation({"sad": 0.123456, "happy": 0.876544}, [("food-desserts-01", "food")], SESSION, None)
+    with pytest.raises(UnknownRecommendationError):  # another session's recommendation does not exist for you
+        store.record(rec, "food-desserts-01", "like", session_digest(new_session_id()))
+    first = store.record(rec, "food-desserts-01", "like", SESSION)
+    replays = [store.record(rec, "food-desserts-01", "like", SESSION) for _ in range(200)]
+    assert not first.duplicate and all(r.duplicate and r.event_id == first.event_id for r in replays)
+    assert store.count_events() == 1
+    with store.engine.connect() as conn:  # the stored vector is coarsened, not the model's full-precision output
+        stored = conn.exec_driver_sql("SELECT probabilities, session_id FROM recommendations").one()
+    assert json.loads(stored[0]) == {"sad": 0.1, "happy": 0.9} and stored[1] == SESSION
+    store.close()
 
 
 def test_json_recommendations_then_feedback_changes_later_rankings(client: TestClient) -> None:
@@ -134,7 +154,8 @@ def test_json_recommendations_then_feedback_changes_later_rankings(client: TestC
         for song in rec["domains"]["songs"]:
             for event in ("impression", "like") if song["item_id"] == target else ("impression",):
                 response = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
-                                                             "item_id": song["item_id"], "event": event})  # fmt: skip
+                                                             "item_id": song["item_id"], "event": event,
+                                                             "session_id": rec["session_id"]})  # fmt: skip
                 assert response.status_code == 201 and response.json()["recorded"] is True
     later = client.post("/v1/recommendations", json={"emotion": "sad", "domains": ["songs"], "k": 5}).json()
     assert later["domains"]["songs"][0]["item_id"] == target
@@ -174,16 +195,26 @@ def test_malformed_json_and_wrong_content_type(client: TestClient) -> None:
 
 def test_bad_feedback_is_rejected(client: TestClient) -> None:
     rec = client.post("/v1/recommendations", json={"emotion": "happy", "domains": ["food"], "k": 2}).json()
-    item = rec["domains"]["food"][0]["item_id"]
+    item, session = rec["domains"]["food"][0]["item_id"], rec["session_id"]
     unknown = client.post("/v1/feedback", json={"recommendation_id": "0" * 8 + "-0000-0000-0000-" + "0" * 12,
-                                                 "item_id": item, "event": "click"})  # fmt: skip
+                                                 "item_id": item, "event": "click", "session_id": session})  # fmt: skip
     assert unknown.status_code == 404
     wrong_item = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
-                                                    "item_id": "movie-action-01", "event": "click"})  # fmt: skip
+                                                    "item_id": "movie-action-01", "event": "click",
+                                                    "session_id": session})  # fmt: skip
     assert wrong_item.status_code == 422 and "not part of" in wrong_item.json()["detail"]
     bad_event = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"], "item_id": item,
-                                                   "event": "share"})  # fmt: skip
+                                                   "event": "share", "session_id": session})  # fmt: skip
     assert bad_event.status_code == 422 and "event" in bad_event.json()["detail"]
+    event = {"recommendation_id": rec["recommendation_id"], "item_id": item, "event": "like"}
+    assert client.post("/v1/feedback", json=event).status_code == 422  # no session: refused
+    other = client.post("/v1/recommendations", json={"emotion": "sad", "k": 1}).json()["session_id"]
+    stranger = client.post("/v1/feedback", json=event | {"session_id": other})
+    assert stranger.status_code == 404 and stranger.json()["title"] == unknown.json()["title"]  # as if it did not exist
+    stored = client.post("/v1/feedback", json=event | {"session_id": session})
+    replayed = client.post("/v1/feedback", json=event | {"session_id": session})
+    assert (stored.status_code, stored.json()["recorded"]) == (201, True)
+    assert (replayed.status_code, replayed.json()) == (200, {"recorded": False, "event_id": stored.json()["event_id"]})
 
 
 def test_image_recommendations_need_consent_even_without_a_model(client: TestClient) -> None:
@@ -245,10 +276,10 @@ def test_store_stats_count_impressions_without_success_as_failures(tmp_path: Pat
     catalog = load_catalog(DEFAULT_CATALOG)
     store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
     items = [("song-upbeat-pop-01", "songs"), ("song-upbeat-pop-02", "songs")]
-    rec = store.save_recommendation({"happy": 1.0}, items, "session-1", "1")
+    rec = store.save_recommendation({"happy": 1.0}, items, SESSION, "1")
     for item, event in [(items[0][0], "impression"), (items[0][0], "click"), (items[1][0], "impression"),
                         (items[1][0], "dismiss")]:  # fmt: skip
-        store.record(rec, item, event)
+        store.record(rec, item, event, SESSION)
     stats = store.stats(catalog)
     happy = LABELS.index("happy")
     a, b = catalog.index[items[0][0]], catalog.index[items[1][0]]
@@ -261,27 +292,29 @@ def test_replayed_feedback_counts_once_per_item_shown(tmp_path: Path) -> None:
     catalog = load_catalog(DEFAULT_CATALOG)
     store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
     item = "food-fresh-salads-02"
-    rec = store.save_recommendation({"sad": 1.0}, [(item, "food")], "session-1", "1")
+    rec = store.save_recommendation({"sad": 1.0}, [(item, "food")], SESSION, "1")
     for _ in range(100):
-        store.record(rec, item, "purchase")
-    store.record(rec, item, "impression")
+        store.record(rec, item, "purchase", SESSION)
+    store.record(rec, item, "impression", SESSION)
+    assert store.count_events() == 2  # a replay is stored once
     sad, row = LABELS.index("sad"), catalog.index[item]
     stats = store.stats(catalog)
     assert (stats.successes[row, sad], stats.failures[row, sad]) == (1.0, 0.0)
-    second = store.save_recommendation({"sad": 1.0}, [(item, "food")], "session-2", "1")
-    store.record(second, item, "like")
+    digest = session_digest(new_session_id())
+    second = store.save_recommendation({"sad": 1.0}, [(item, "food")], digest, "1")
+    store.record(second, item, "like", digest)
     assert store.stats(catalog).successes[row, sad] == 2.0  # another recommendation, another vote
     store.close()
 
 
 def test_retention_deletes_old_feedback(tmp_path: Path) -> None:
     store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
-    rec = store.save_recommendation({"sad": 1.0}, [("food-desserts-01", "food")], None, None)
-    store.record(rec, "food-desserts-01", "like")
+    rec = store.save_recommendation({"sad": 1.0}, [("food-desserts-01", "food")], SESSION, None)
+    store.record(rec, "food-desserts-01", "like", SESSION)
     assert store.purge(older_than_s=3600) == 0 and store.count_events() == 1
     assert store.purge(older_than_s=-1) == 1 and store.count_events() == 0  # everything is "older" than the future
     with pytest.raises(UnknownRecommendationError):
-        store.record(rec, "food-desserts-01", "like")
+        store.record(rec, "food-desserts-01", "like", SESSION)
     store.close()
 
 
@@ -300,7 +333,8 @@ def test_learned_rankings_survive_a_gateway_restart(settings: Settings) -> None:
             for song in rec["domains"]["songs"]:
                 event = "like" if song["item_id"] == favourite else "dismiss"
                 response = client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
-                                                             "item_id": song["item_id"], "event": event})  # fmt: skip
+                                                             "item_id": song["item_id"], "event": event,
+                                                             "session_id": rec["session_id"]})  # fmt: skip
                 assert response.status_code == 201
         learned = top_song(client)
     assert learned == favourite != before
@@ -314,10 +348,10 @@ def test_incremental_stats_equal_a_full_rebuild(tmp_path: Path) -> None:
     live = FeedbackStore(url, stats_ttl_s=0)
     rng = np.random.default_rng(5)
     items = [("song-upbeat-pop-01", "songs"), ("food-desserts-02", "food"), ("place-museums-03", "places")]
-    recs = [live.save_recommendation({"happy": 0.6, "sad": 0.4}, items, None, None) for _ in range(40)]
+    recs = [live.save_recommendation({"happy": 0.6, "sad": 0.4}, items, SESSION, None) for _ in range(40)]
     for step in range(120):
         rec, (item, _) = recs[rng.integers(len(recs))], items[rng.integers(len(items))]
-        live.record(rec, item, ["impression", "click", "like", "dismiss", "purchase"][rng.integers(5)])
+        live.record(rec, item, ["impression", "click", "like", "dismiss", "purchase"][rng.integers(5)], SESSION)
         if step % 7 == 0:
             live.stats(catalog)  # refresh part-way: later refreshes must apply only the difference
     incremental = live.stats(catalog)
@@ -328,41 +362,46 @@ def test_incremental_stats_equal_a_full_rebuild(tmp_path: Path) -> None:
 
 
 def test_erasing_a_session_deletes_its_feedback_and_what_was_learned(client: TestClient, settings: Settings) -> None:
-    def recommend(session_id: str) -> dict:  # type: ignore[type-arg]
-        body = {"emotion": "sad", "domains": ["songs"], "k": 20, "session_id": session_id}
+    def recommend(session_id: str | None = None) -> dict:  # type: ignore[type-arg]
+        body = {"emotion": "sad", "domains": ["songs"], "k": 20} | ({"session_id": session_id} if session_id else {})
         return dict(client.post("/v1/recommendations", json=body).json())
 
-    mine, theirs = recommend("alice-1"), recommend("bob-2")
+    mine, theirs = recommend(), recommend()
+    alice, bob = mine["session_id"], theirs["session_id"]
+    assert alice != bob and len(alice) == 43  # server-issued: 256 random bits, base64url
+    chosen = "alice-1-chosen-by-the-client-0123456789abcd"  # well-formed, but never issued
+    assert recommend(chosen)["session_id"] != chosen  # so it cannot be claimed: a new session is issued
     target = mine["domains"]["songs"][-1]["item_id"]
     for _ in range(30):
-        rec = recommend("alice-1")
+        rec = recommend(alice)
+        assert rec["session_id"] == alice  # a known session is kept
         for event in ("impression", "like"):
             client.post("/v1/feedback", json={"recommendation_id": rec["recommendation_id"], "item_id": target,
-                                              "event": event})  # fmt: skip
+                                              "event": event, "session_id": alice})  # fmt: skip
     their_song = theirs["domains"]["songs"][0]["item_id"]
     client.post("/v1/feedback", json={"recommendation_id": theirs["recommendation_id"], "item_id": their_song,
-                                      "event": "like"})  # fmt: skip
+                                      "event": "like", "session_id": bob})  # fmt: skip
     replica = FeedbackStore(settings.database_url, stats_ttl_s=0)  # another gateway on the same database
     catalog = load_catalog(DEFAULT_CATALOG)
     assert replica.stats(catalog).successes[catalog.index[target]].sum() >= 30
 
-    def position(session_id: str) -> int:
-        shown = [s["item_id"] for s in recommend(session_id)["domains"]["songs"]]
+    def position() -> int:
+        shown = [s["item_id"] for s in recommend()["domains"]["songs"]]
         return shown.index(target) if target in shown else len(shown)
 
-    learned = position("carol-3")
+    learned = position()
     assert learned < 19  # alice's likes lifted the song from last place
-    assert replica.session_counts("alice-1") == (31, 60)
-    assert replica.session_counts("carol-3") == (1, 0)
+    assert replica.session_counts(session_digest(alice)) == (31, 60)
 
-    erased = client.delete("/v1/sessions/alice-1")
-    assert erased.status_code == 200, erased.text
-    assert erased.json() == {"session_id": "alice-1", "recommendations_deleted": 31, "events_deleted": 60}
-    assert replica.session_counts("alice-1") == (0, 0)  # verified in the database, not only by the answer
-    assert replica.session_counts("bob-2") == (1, 1)  # nobody else's feedback
+    unknown = client.delete(f"/v1/sessions/{new_session_id()}")
+    erased = client.delete(f"/v1/sessions/{alice}")
+    assert erased.status_code == unknown.status_code == 204 and erased.content == unknown.content == b""
+    assert replica.session_counts(session_digest(alice)) == (0, 0)  # verified in the database, not by the answer
+    assert replica.session_counts(session_digest(bob)) == (1, 1)  # nobody else's feedback
     assert replica.stats(catalog).successes[catalog.index[target]].sum() < 1  # the replica rebuilt its figures
-    assert position("dave-4") > learned  # and the ranking forgot them
-    assert client.delete("/v1/sessions/alice-1").json()["recommendations_deleted"] == 0  # idempotent
+    assert position() > learned  # and the ranking forgot them
+    assert client.delete(f"/v1/sessions/{alice}").status_code == 204  # idempotent
+    assert recommend(alice)["session_id"] != alice  # an erased session is not revived: a new one starts
     assert client.delete("/v1/sessions/not%20valid").status_code == 422
-    assert client.delete("/v1/sessions/" + "x" * 65).status_code == 422
+    assert client.delete("/v1/sessions/alice-1").status_code == 422  # not an id the server could have issued
     replica.close()

@@ -109,9 +109,11 @@ def spawn_gateway(triton_grpc_url: str, workdir: Path, **settings: str) -> tuple
     """Start a gateway subprocess on a free port (feedback DB and log in `workdir`); wait until it is ready."""
     port = free_port()
     log = workdir / f"gateway-{port}.log"
-    # A rate limit far above what the tests send keeps the limiter in the path without throttling the tests.
+    # Limits far above what the tests send keep the rate limiter and admission control in the path without
+    # throttling the tests (all of which come from one address); tests/gateway/test_admission.py tests them.
     env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{workdir / 'feedback.db'}",
-           "EMOTORCH_RATE_LIMIT_PER_S": "100000", "EMOTORCH_RATE_LIMIT_BURST": "100000"}  # fmt: skip
+           "EMOTORCH_RATE_LIMIT_PER_S": "100000", "EMOTORCH_RATE_LIMIT_BURST": "100000",
+           "EMOTORCH_MAX_IMAGES_IN_FLIGHT": "256", "EMOTORCH_MAX_IMAGES_PER_CLIENT": "256"}  # fmt: skip
     env |= {f"EMOTORCH_{k.upper()}": v for k, v in settings.items()}
     with log.open("wb") as out:
         process = subprocess.Popen(

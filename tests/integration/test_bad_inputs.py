@@ -99,6 +99,7 @@ CASES: list[tuple[str, str, dict[str, Any], set[int]]] = [
     ("unicode emotion", "/v1/recommendations", {"json": {"emotion": "😢"}}, {422}),
     ("very long session id", "/v1/recommendations", {"json": {"emotion": "sad", "session_id": "s" * 100_000}}, {422}),
     ("unicode session id", "/v1/recommendations", {"json": {"emotion": "sad", "session_id": "sessión-ü"}}, {422}),
+    ("client-chosen session id", "/v1/recommendations", {"json": {"emotion": "sad", "session_id": "alice"}}, {422}),
     ("no face for recommendations", "/v1/recommendations",
      image_case(encode(Image.new("RGB", (64, 64)), "PNG"), "f.png"), {404}),
     ("feedback: invalid UTF-8", "/v1/feedback",
@@ -110,7 +111,14 @@ CASES: list[tuple[str, str, dict[str, Any], set[int]]] = [
     ("feedback: very long item id", "/v1/feedback", {"json": {"recommendation_id": "0" * 36, "item_id": "x" * 50_000,
                                                               "event": "click"}}, {422}),  # fmt: skip
     ("feedback: unknown recommendation", "/v1/feedback",
-     {"json": {"recommendation_id": "00000000-0000-0000-0000-000000000000", "item_id": "x", "event": "click"}}, {404}),
+     {"json": {"recommendation_id": "00000000-0000-0000-0000-000000000000", "item_id": "x", "event": "click",
+               "session_id": "A" * 43}}, {404}),
+    ("feedback: no session", "/v1/feedback",
+     {"json": {"recommendation_id": "00000000-0000-0000-0000-000000000000", "item_id": "x", "event": "click"}}, {422}),
+    ("consent with a capital", "/v1/emotions", {"files": {"image": ("p.jpg", JPEG)}, "data": {"consent": "True"}},
+     {422}),
+    ("consent with a trailing newline", "/v1/emotions",
+     {"files": {"image": ("p.jpg", JPEG)}, "data": {"consent": "true\n"}}, {422}),
 ]  # fmt: skip
 
 

@@ -5,6 +5,7 @@ Screenshots are written to test-artifacts/browser/ (or $EMOTORCH_TEST_ARTIFACTS/
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -171,6 +172,26 @@ def test_feedback_buttons_record_the_event(page: Page, photo: Path, gateway: Run
             "SELECT event FROM events WHERE recommendation_id = ? AND item_id = ?", (body["recommendation_id"], item_id)
         ).fetchall()
     assert rows == [("like",)]
+
+
+def test_delete_my_feedback_erases_the_tabs_session(page: Page, photo: Path, gateway: RunningGateway) -> None:
+    body = upload(page, photo)
+    session = body["session_id"]  # issued by the gateway; the page keeps it in this tab only, never shows it
+    assert page.evaluate("sessionStorage.getItem('emotorch-session')") == session
+    assert session not in page.content()
+    with page.expect_response("**/v1/feedback") as answer:
+        page.locator("li.item button.like").first.click()
+    assert answer.value.status == 201
+    with page.expect_response("**/v1/sessions/**") as answer:
+        page.get_by_role("button", name="Delete my feedback").click()
+    assert answer.value.status == 204
+    expect(page.locator("#delete-status")).to_contain_text("Deleted")
+    screenshot(page, "session-deleted")
+    digest = hashlib.sha256(session.encode()).hexdigest()
+    with sqlite3.connect(gateway.workdir / "feedback.db") as db:
+        assert db.execute("SELECT count(*) FROM recommendations WHERE session_id = ?", (digest,)).fetchone() == (0,)
+    assert page.evaluate("sessionStorage.getItem('emotorch-session')") is None
+    assert upload(page, photo)["session_id"] != session  # the next recommendation starts a new session
 
 
 def test_without_consent_nothing_can_be_sent(page: Page, photo: Path) -> None:

@@ -176,10 +176,12 @@ def test_acknowledged_feedback_survives_a_gateway_kill(stack: Stack, tmp_path: P
         rec = httpx.post(f"{url}/v1/recommendations", json={"emotion": "happy", "k": 5}).json()
         items = [i["item_id"] for items in rec["domains"].values() for i in items]
         acknowledged = 0
-        for item in items * 4:
-            response = httpx.post(f"{url}/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
-                                                              "item_id": item, "event": "impression"})  # fmt: skip
-            acknowledged += response.status_code == 201
+        for item in items:
+            for event in ("impression", "click", "like", "purchase"):  # distinct events: a replay is stored once
+                response = httpx.post(f"{url}/v1/feedback", json={"recommendation_id": rec["recommendation_id"],
+                                                                  "item_id": item, "event": event,
+                                                                  "session_id": rec["session_id"]})  # fmt: skip
+                acknowledged += response.status_code == 201
         process.kill()  # SIGKILL: no shutdown hooks, no flush
         process.wait()
     finally:

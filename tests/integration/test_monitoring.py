@@ -116,7 +116,8 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     for emotion in LABELS:
         rec = client.post("/v1/recommendations", json={"emotion": emotion, "k": 2}).json()
         for items in rec["domains"].values():
-            event = {"recommendation_id": rec["recommendation_id"], "item_id": items[0]["item_id"], "event": "click"}
+            event = {"recommendation_id": rec["recommendation_id"], "item_id": items[0]["item_id"], "event": "click",
+                     "session_id": rec["session_id"]}  # fmt: skip
             assert client.post("/v1/feedback", json=event).status_code == 201
     client.close()
     expressions = queries()

@@ -106,7 +106,8 @@ def test_recommendations_from_a_real_photo_then_feedback(gateway_url: str) -> No
     assert all(len(items) == 3 for items in body["domains"].values())
     item = body["domains"]["movies"][0]["item_id"]
     event = {"recommendation_id": body["recommendation_id"], "item_id": item, "event": "click"}
-    feedback = httpx.post(f"{gateway_url}/v1/feedback", json=event)
+    assert httpx.post(f"{gateway_url}/v1/feedback", json=event).status_code == 422  # without its session: refused
+    feedback = httpx.post(f"{gateway_url}/v1/feedback", json=event | {"session_id": body["session_id"]})
     assert feedback.status_code == 201
     no_face = httpx.post(
         f"{gateway_url}/v1/recommendations",

@@ -78,7 +78,10 @@ def test_a_larger_face_photo_is_resized_like_training_data(gateway_url: str) -> 
     assert big_answer["most_likely"] == small_answer["most_likely"]
 
 
-@pytest.mark.parametrize("consent", [None, "false", "no", "yes", "1", "on", ""])
+NOT_CONSENT = [None, "false", "no", "yes", "1", "on", "", "True", " true", "true\n", "\u00a0true"]
+
+
+@pytest.mark.parametrize("consent", NOT_CONSENT)
 def test_no_consent_no_analysis(gateway_url: str, consent: str | None) -> None:
     _, face = next(iter(generate_faces(1, seed=1)))
     response = post_face(gateway_url, face, consent=consent)

@@ -29,7 +29,7 @@ def test_soak_mixed_traffic(gateway: RunningGateway) -> None:
     Image.fromarray(skdata.astronaut()).resize((320, 320)).save(buffer, format="JPEG", quality=80)
     photo = buffer.getvalue()
     local = threading.local()
-    recommendations: list[tuple[str, str]] = []
+    recommendations: list[tuple[str, str, str]] = []
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
@@ -50,14 +50,14 @@ def test_soak_mixed_traffic(gateway: RunningGateway) -> None:
                                                            "domains": ["songs", "food"]})  # fmt: skip
             if response.status_code == 200 and len(recommendations) < 1000:
                 body = response.json()
-                recommendations.append((body["recommendation_id"], body["domains"]["songs"][0]["item_id"]))
+                recommendations.append((body["recommendation_id"], body["domains"]["songs"][0]["item_id"],
+                                        body["session_id"]))  # fmt: skip
             return response.status_code
         if kind < 0.90 and recommendations:
-            rec_id, item = recommendations[rng.randrange(len(recommendations))]
+            rec_id, item, session = recommendations[rng.randrange(len(recommendations))]
             event = rng.choice(["impression", "click", "like", "dismiss", "purchase"])
-            return c.post(
-                "/v1/feedback", json={"recommendation_id": rec_id, "item_id": item, "event": event}
-            ).status_code
+            return c.post("/v1/feedback", json={"recommendation_id": rec_id, "item_id": item, "event": event,
+                                                "session_id": session}).status_code  # fmt: skip
         return c.get(rng.choice(["/healthz", "/readyz", "/metrics"])).status_code
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:

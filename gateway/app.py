@@ -28,6 +28,7 @@ from gateway.analysis import Mode, abstain_threshold, analyse
 from gateway.catalog import load_catalog
 from gateway.clientip import ClientAddress
 from gateway.detection import FaceDetector, HaarFaceDetector
+from gateway.docs import install_docs
 from gateway.errors import CatchUnexpected, GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
@@ -100,7 +101,10 @@ def create_app(
         description="Facial-emotion recognition served by Triton, for mood-aware recommendations. "
         "Images are analysed in memory, only with consent, and never stored.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs with local assets: the defaults load them from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     # Middleware runs outermost-last-added: the client's address, timing, CORS, the rate limit, admission, the
     # body limit, then the catch-all. Everything up to admission runs before a byte of the body is read.
     app.add_middleware(CatchUnexpected)  # innermost: its 500 still gets every header below

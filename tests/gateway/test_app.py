@@ -167,3 +167,19 @@ def test_a_body_trickled_in_slowly_is_cut_off_with_a_408() -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(("page", "assets"), [("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]),
+                                              ("/redoc", ["redoc.standalone.js"])])  # fmt: skip
+def test_api_docs_load_their_assets_from_the_gateway_not_a_cdn(client: TestClient, page: str,
+                                                               assets: list[str]) -> None:  # fmt: skip
+    import re
+
+    response = client.get(page)
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    sources = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+    assert sources and all(s.startswith("/") for s in sources), sources  # nothing from another host
+    for name in assets:
+        assert f"/docs-assets/{name}" in sources
+        asset = client.get(f"/docs-assets/{name}")
+        assert asset.status_code == 200 and len(asset.content) > 100_000, name

@@ -274,3 +274,13 @@ def test_the_page_is_served_with_a_strict_content_security_policy(gateway: Runni
     for asset in ("/static/demo.js", "/static/demo.css"):
         assert httpx.get(f"{gateway.url}{asset}", timeout=10).status_code == 200
     assert "http" not in response.text.replace("http-equiv", "")  # no absolute URL: nothing from a CDN
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("/docs", "#swagger-ui .opblock"), ("/redoc", "[data-section-id]")])
+def test_api_docs_render_offline(page: Page, path: str, rendered: str) -> None:
+    """Swagger UI and ReDoc draw every operation with assets from the gateway alone (the fixture fails on any
+    request to another host)."""
+    page.goto(path)
+    expect(page.locator(rendered).first).to_be_visible(timeout=30_000)
+    assert page.locator(rendered).count() >= 5
+    screenshot(page, f"api-docs{path.replace('/', '-')}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gateway.alignment import Registration, register
 from gateway.boxes import nms, regress, square
 from gateway.detection import DetectedFace
 
@@ -24,7 +25,10 @@ RNET_SIZE, ONET_SIZE = 24, 48
 NETWORK_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 # Stage thresholds of the reference implementation for P-Net and R-Net; O-Net's is calibrated
 # (`bench/detection.py --calibrate`, see the README's detection section).
-PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD = 0.6, 0.7, 0.9
+PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD = 0.6, 0.7, 0.8143
+# Haar-style framing of O-Net's boxes (`gateway.alignment.register`), fitted by `bench/detection.py --calibrate`
+# on the calibration set's upright faces that both detectors find; see the README's detection section.
+HAAR_REGISTRATION: Registration = (0.0162, -0.0045, 1.0879)
 MAX_PROPOSALS = 200  # P-Net candidates kept for R-Net, best first: bounds the cost on busy images
 
 
@@ -82,6 +86,7 @@ class MtcnnDetector:
     max_side: int = 640  # detect on a copy whose longer side is at most this
     scale_step: float = 0.709  # between pyramid levels (the paper's)
     thresholds: tuple[float, float, float] = (PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD)
+    registration: Registration | None = HAAR_REGISTRATION  # None: O-Net's own boxes
     _models: tuple[bytes, ...] = field(init=False, repr=False)
     _local: threading.local = field(init=False, repr=False, compare=False)
 
@@ -111,6 +116,8 @@ class MtcnnDetector:
         boxes = self._propose(rgb, min_face)
         boxes = self._refine(rgb, boxes)
         boxes, landmarks = self._output(rgb, boxes)
+        if self.registration is not None and len(boxes):
+            boxes = np.concatenate([register(boxes[:, :4], self.registration), boxes[:, 4:]], axis=1)
         faces = [DetectedFace.from_corners(b[:4] / shrink, float(b[4]), points / shrink)
                  for b, points in zip(boxes, landmarks, strict=True)]  # fmt: skip
         return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)

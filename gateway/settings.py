@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,4 +34,12 @@ class Settings(BaseSettings):
     abstain_threshold: float | None = Field(
         None, ge=0, le=1, description="confidence below which a face is 'uncertain' (unset: the model's own)"
     )
+    detector: Literal["mtcnn", "haar"] = Field(
+        "mtcnn", description="face detector: MTCNN (landmarks, alignment) or OpenCV's Haar cascade"
+    )
+    detector_dir: Path = Field(Path("models/detector"), description="the exported MTCNN networks (dvc repro detector)")
+    min_face_fraction: float = Field(
+        0.05, gt=0, le=1, description="smallest face MTCNN looks for, as a fraction of the image's longer side"
+    )
+    align_faces: bool = Field(True, description="turn faces upright on their eye landmarks before the FER crop")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes (unset: disabled)")

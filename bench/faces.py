@@ -113,27 +113,32 @@ def _mask(face: SourceFace) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), bw * 0.05)
 
 
-def compose(face: SourceFace, background: np.ndarray, rng: np.random.Generator, angle_deg: float) -> Case:
-    """Paste `face` rotated by `angle_deg` at a drawn scale and place; then lighting and JPEG."""
-    top_fraction = 0.2 if face.name.startswith("lfw") else 0.6
-    fraction = float(np.exp(rng.uniform(np.log(0.05), np.log(top_fraction))))
-    side = fraction * CANVAS[1]
-    scale = side / face.box[2]
+def place(
+    face: SourceFace, background: np.ndarray, angle_deg: float, fraction: float, centre: tuple[float, float]
+) -> Case:
+    """`face` turned by `angle_deg`, `fraction` of the canvas wide, centred at `centre` on `background`."""
     x, y, w, h = face.box
-    half = 0.5 * np.hypot(w, h) * scale  # the rotated box stays inside the canvas
-    cx = rng.uniform(half, CANVAS[1] - half) if CANVAS[1] > 2 * half else CANVAS[1] / 2
-    cy = rng.uniform(half, CANVAS[0] - half) if CANVAS[0] > 2 * half else CANVAS[0] / 2
+    scale = fraction * CANVAS[1] / w
     matrix = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), angle_deg, scale)
-    matrix[:, 2] += (cx - (x + w / 2), cy - (y + h / 2))
+    matrix[:, 2] += (centre[0] - (x + w / 2), centre[1] - (y + h / 2))
     size = (CANVAS[1], CANVAS[0])
     pasted = cv2.warpAffine(face.gray, matrix, size, flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     alpha = cv2.warpAffine(_mask(face), matrix, size, flags=cv2.INTER_LINEAR)
-    gray = finish(alpha * pasted.astype(np.float32) + (1 - alpha) * background.astype(np.float32), rng)
-    box = (cx - w * scale / 2, cy - h * scale / 2, w * scale, h * scale)
-    points = None
-    if face.landmarks is not None:
-        points = np.hstack([face.landmarks, np.ones((5, 1))]) @ matrix.T
-    return Case(gray, box, points, face.name, angle_deg, fraction)
+    image = alpha * pasted.astype(np.float32) + (1 - alpha) * background.astype(np.float32)
+    box = (centre[0] - w * scale / 2, centre[1] - h * scale / 2, w * scale, h * scale)
+    points = None if face.landmarks is None else np.hstack([face.landmarks, np.ones((5, 1))]) @ matrix.T
+    return Case(image.round().astype(np.uint8), box, points, face.name, angle_deg, fraction)
+
+
+def compose(face: SourceFace, background: np.ndarray, rng: np.random.Generator, angle_deg: float) -> Case:
+    """`face` turned by `angle_deg` at a drawn size and place, then a drawn lighting change and JPEG quality."""
+    top_fraction = 0.2 if face.name.startswith("lfw") else 0.6
+    fraction = float(np.exp(rng.uniform(np.log(0.05), np.log(top_fraction))))
+    half = 0.5 * np.hypot(face.box[2], face.box[3]) * fraction * CANVAS[1] / face.box[2]  # stays inside the canvas
+    cx = rng.uniform(half, CANVAS[1] - half) if CANVAS[1] > 2 * half else CANVAS[1] / 2
+    cy = rng.uniform(half, CANVAS[0] - half) if CANVAS[0] > 2 * half else CANVAS[0] / 2
+    case = place(face, background, angle_deg, fraction, (cx, cy))
+    return Case(finish(case.gray, rng), case.box, case.landmarks, case.source, angle_deg, fraction)
 
 
 def cases(n_faces: int, seed: int = 0, calibration: bool = False, views: int = 4) -> list[Case]:

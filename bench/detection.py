@@ -54,9 +54,12 @@ def model_dir(path: Path, scratch: Path) -> Path:
     return scratch
 
 
-def run(detectors: dict[str, FaceDetector], images: list[Case]) -> dict[str, list[tuple[list[DetectedFace], float, float]]]:
+Timed = tuple[list[DetectedFace], float, float]  # faces, wall ms, CPU ms of one image
+
+
+def run(detectors: dict[str, FaceDetector], images: list[Case]) -> dict[str, list[Timed]]:
     """Every detector on every image, in turn image by image: (faces, wall ms, CPU ms) per image."""
-    out: dict[str, list[tuple[list[DetectedFace], float, float]]] = {name: [] for name in detectors}
+    out: dict[str, list[Timed]] = {name: [] for name in detectors}
     for case in images[:3]:  # warm-up: per-thread networks, allocations
         for detector in detectors.values():
             detector.detect_faces(case.gray)
@@ -91,7 +94,7 @@ def landmark_error(case: Case, face: DetectedFace) -> float | None:
     return float(np.linalg.norm(np.asarray(face.landmarks) - case.landmarks, axis=1).mean()) / inter_ocular
 
 
-def summarise(images: list[Case], results: list[tuple[list[DetectedFace], float, float]]) -> dict[str, Any]:
+def summarise(images: list[Case], results: list[Timed]) -> dict[str, Any]:
     """The figures of one detector."""
     found: dict[str, list[bool]] = {k: [] for k in ("all", "upright", "mild", "tilted", "small", "medium", "large")}
     false_positives, background_fp, errors = 0, 0, []
@@ -203,14 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         mtcnn = MtcnnDetector(model_dir(args.models, Path(scratch)))
         if args.calibrate:
-            result: dict[str, Any] = calibrate(mtcnn, cases(args.faces, args.seed, calibration=True), args.max_fp_per_image)
+            calibration_set = cases(args.faces, args.seed, calibration=True)
+            result: dict[str, Any] = calibrate(mtcnn, calibration_set, args.max_fp_per_image)
             logger.info("%s", json.dumps(result, indent=2))
         else:
             images = cases(args.faces, args.seed)
             detectors: dict[str, FaceDetector] = {"haar": HaarFaceDetector(), "mtcnn": mtcnn}
             results = run(detectors, images)
             result = {"detectors": {name: summarise(images, results[name]) for name in detectors},
-                      "default": Settings().detector, "images": len(images), "faces": args.faces, "seed": args.seed}  # fmt: skip
+                      "default": Settings().detector, "images": len(images), "faces": args.faces,
+                      "seed": args.seed}  # fmt: skip
             logger.info("%s", render(result))
             if args.alignment:
                 from bench.alignment import agreement, render_agreement

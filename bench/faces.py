@@ -4,9 +4,10 @@ Faces come from photos that ship inside installed packages: skimage's `astronaut
 `grace_hopper.jpg` (both with hand-measured face boxes and landmarks) and the first 100 images of skimage's
 `lfw_subset` (25x25 face crops: the tile is the face box). Backgrounds are skimage photos without a face. Each
 case draws a face, a random view of a background (scale, crop, mirror), a face width (5-60 % of the 640 px
-canvas; LFW tiles, 25 px, only up to 20 %), an in-plane rotation (0, +-5-15 or +-20-30 degrees), a lighting change (gain and gamma) and a JPEG
-quality. The ground-truth box of a rotated face is its upright box turned about its centre, kept axis-aligned
-at the same size (a detector's box frames the face, not the rotated square's hull).
+canvas; LFW tiles, 25 px, only up to 20 %), an in-plane rotation (0, +-5-15 or +-20-30 degrees), a lighting
+change (gain and gamma) and a JPEG quality. The ground-truth box of a rotated face is its upright box turned
+about its centre, kept axis-aligned at the same size (a detector's box frames the face, not the rotated
+square's hull).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def source_faces() -> list[SourceFace]:
     from matplotlib.cbook import get_sample_data
     from skimage import data
 
-    with get_sample_data("grace_hopper.jpg") as f:  # type: ignore[no-untyped-call]
-        hopper = np.asarray(Image.open(f).convert("RGB"))
+    with Image.open(str(get_sample_data("grace_hopper.jpg", asfileobj=False))) as photo:
+        hopper = np.asarray(photo.convert("RGB"))
     # Boxes brow/forehead to chin and cheek to cheek, landmarks at pupils, nose tip and mouth corners: measured
     # by eye on 3-5x enlargements with a 10 px grid.
     faces = [

@@ -102,7 +102,7 @@ class MtcnnDetector:
         # A cv2.dnn.Net keeps its buffers between calls: one set per thread.
         if not hasattr(self._local, "nets"):
             self._local.nets = tuple(cv2.dnn.readNetFromONNX(np.frombuffer(m, np.uint8)) for m in self._models)
-        return self._local.nets  # type: ignore[no-any-return]
+        return self._local.nets
 
     def detect_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """Faces in a grayscale (H x W) or RGB (H x W x 3) uint8 image, largest first, in its pixels."""

@@ -63,8 +63,9 @@ def export_onnx(net: nn.Module, name: str, path: Path) -> None:
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs onnxscript (not
         # installed here); this one writes plain ONNX that OpenCV imports (checked by `parity`).
         warnings.simplefilter("ignore", DeprecationWarning)
+        dynamic_axes = {"image": axes, **{output: {0: "batch"} for output in outputs}}
         torch.onnx.export(net, (sample,), str(path), dynamo=False, opset_version=OPSET, input_names=["image"],
-                          output_names=outputs, dynamic_axes={"image": axes, **{o: {0: "batch"} for o in outputs}})  # fmt: skip
+                          output_names=outputs, dynamic_axes=dynamic_axes)  # fmt: skip
 
 
 def parity(net: nn.Module, name: str, path: Path, seed: int = 0) -> float:
@@ -99,7 +100,8 @@ def export_all(out_dir: Path, directory: Path | None = None) -> dict[str, Any]:
         error = parity(net, name, path)
         if error > PARITY_TOLERANCE:
             raise RuntimeError(f"{name}: OpenCV's DNN output differs from torch's by {error:.2e}")
-        networks[name] = {"file": path.name, "sha256": _sha256(path), "weights_sha256": _sha256(directory / f"{name}.pt"),
+        networks[name] = {"file": path.name, "sha256": _sha256(path),
+                          "weights_sha256": _sha256(directory / f"{name}.pt"),
                           "parameters": sum(p.numel() for p in net.parameters()), "parity_max_abs": error}  # fmt: skip
     from importlib.metadata import version  # the weights' provenance, recorded next to them
 

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from gateway.app import build_detector
 from gateway.boxes import iou_xywh
+from gateway.detection import HaarFaceDetector
 from gateway.mtcnn import MtcnnDetector, crops, proposals, pyramid_scales, to_blob
+from gateway.settings import Settings
 
 # Hand-measured on skimage's astronaut (bench/faces.py): face box and pupils.
 ASTRONAUT_FACE = (178, 64, 92, 106)
@@ -107,3 +110,13 @@ def test_large_images_are_detected_on_a_copy_with_boxes_in_their_pixels(
 def test_missing_networks_stop_the_detector_at_construction(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dvc repro detector"):
         MtcnnDetector(tmp_path)
+
+
+def test_the_setting_chooses_the_detector(detector_dir: Path, tmp_path: Path, astronaut: np.ndarray) -> None:
+    haar = build_detector(Settings(detector="haar"))
+    assert isinstance(haar, HaarFaceDetector)
+    assert [f.landmarks for f in haar.detect_faces(astronaut)] == [None]  # the cascade gives no landmarks
+    mtcnn = build_detector(Settings(detector_dir=detector_dir, min_face_fraction=0.2))
+    assert isinstance(mtcnn, MtcnnDetector) and mtcnn.min_face_fraction == 0.2
+    with pytest.raises(FileNotFoundError):
+        build_detector(Settings(detector_dir=tmp_path))  # a missing export stops start-up

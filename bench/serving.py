@@ -7,7 +7,8 @@ Same TorchScript model and the same face for every target, all on loopback:
   triton-grpc          Triton directly, gRPC (dynamic batching on)
   triton-grpc-nobatch  Triton directly, gRPC, the same model published without dynamic batching
   gateway-face         the gateway, POST /v1/emotions with the face PNG, mode=face, consent=true
-  gateway-photo        the gateway, POST /v1/emotions with a 640x480 JPEG selfie (Haar detection, crop, Triton)
+  gateway-photo        the gateway, POST /v1/emotions with a 640x480 JPEG selfie (detection as EMOTORCH_DETECTOR
+                       says, MTCNN by default; crop; Triton)
 Triton runs the project's python backend and publish config (params.yaml) on a fresh repository. Each target is
 driven by a closed-loop load generator on the same cores (cheap clients: aiohttp with bodies encoded once,
 tritonclient's gRPC aio) at each concurrency for `--duration` seconds after a warm-up. Per cell: throughput,

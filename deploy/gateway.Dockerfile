@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The EmoTorch gateway: FastAPI + OpenCV face detection + tritonclient. No torch, no pipelines.
-# Build from the repository root (compose does): docker build -f deploy/gateway.Dockerfile -t emotorch/gateway:0.1.0 .
+# Build from the repository root (compose does) after `dvc repro detector` (MTCNN's ONNX networks in models/detector):
+#   docker build -f deploy/gateway.Dockerfile -t emotorch/gateway:0.1.0 .
 # The build context is limited to what is copied below by deploy/gateway.Dockerfile.dockerignore.
 FROM python:3.11.7-slim-bookworm
 
@@ -8,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app
+    PYTHONPATH=/app \
+    EMOTORCH_DETECTOR_DIR=/app/models/detector
 
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can verify it (deploy/k8s/base/gateway.yaml uses it).
 RUN groupadd --system --gid 10001 emotorch \
@@ -21,6 +23,8 @@ RUN pip install --no-cache-dir -r /tmp/requirements-gateway.txt && rm /tmp/requi
 # emotorch/ holds the `emotorch gateway` entry point (uvicorn, malloc arena cap); gateway/ the service and catalog.
 COPY emotorch/ /app/emotorch/
 COPY gateway/ /app/gateway/
+# The face detector's networks: a DVC output (the `detector` stage), not in git.
+COPY models/detector/ /app/models/detector/
 
 USER 10001:10001
 EXPOSE 8080

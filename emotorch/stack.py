@@ -55,6 +55,20 @@ def tool_environment() -> dict[str, str]:
     return env
 
 
+def detector_dir(config: StackConfig) -> Path:
+    """Where the `detector` stage writes MTCNN's ONNX networks (unless EMOTORCH_DETECTOR_DIR says otherwise)."""
+    return Path(os.environ.get("EMOTORCH_DETECTOR_DIR", config.project_dir / "models" / "detector"))
+
+
+def ensure_detector(config: StackConfig) -> None:
+    """Export MTCNN's networks with `dvc repro detector` when they are missing (the Haar setting needs none)."""
+    if os.environ.get("EMOTORCH_DETECTOR", "mtcnn").lower() == "haar" or (detector_dir(config) / "onet.onnx").exists():
+        return
+    logger.info("no face detector networks in %s: exporting them with `dvc repro detector`", detector_dir(config))
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "detector"], cwd=config.project_dir, env=tool_environment(),
+                   check=True)  # fmt: skip
+
+
 def ensure_model(config: StackConfig) -> None:
     """Build and publish a model with `dvc repro` when none is published."""
     if published_versions(config.repository, config.model_name):
@@ -177,6 +191,7 @@ def _run_stack(config: StackConfig) -> int:
         return 1
     try:
         ensure_model(config)
+        ensure_detector(config)
     except (RuntimeError, subprocess.CalledProcessError) as e:
         logger.error("cannot build a model: %s", e)
         return 1
@@ -207,6 +222,7 @@ def _run_stack(config: StackConfig) -> int:
                 "--triton-url",
                 f"127.0.0.1:{config.triton_ports.grpc}",
             ],
+            env={**os.environ, "EMOTORCH_DETECTOR_DIR": str(detector_dir(config))},
             start_new_session=True,
         )
         children.append(("gateway", gateway))

@@ -9,8 +9,9 @@ from enum import StrEnum
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from gateway.detection import FaceDetector
-from gateway.imaging import Box, crop_to_fer, decode_grayscale, whole_image_box
+from gateway.alignment import aligned_crop
+from gateway.detection import DetectedFace, FaceDetector
+from gateway.imaging import Box, decode_grayscale, whole_image_box
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import UNCERTAIN, FaceResult
 from gateway.triton import ModelInfo, TritonClassifier
@@ -45,16 +46,16 @@ def abstain_threshold(model: ModelInfo, override: float | None) -> tuple[float, 
 
 def _locate(
     data: bytes, mode: Mode, detector: FaceDetector, max_pixels: int
-) -> tuple[np.ndarray, list[Box], dict[str, float]]:
+) -> tuple[np.ndarray, list[DetectedFace], dict[str, float]]:
     """CPU-bound part (runs in a worker thread): decode, then find the faces."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     gray = decode_grayscale(data, max_pixels)
     timings["decode"] = time.perf_counter() - started
     started = time.perf_counter()
-    boxes = [whole_image_box(gray)] if mode is Mode.face else detector.detect(gray)
+    found = [DetectedFace(whole_image_box(gray))] if mode is Mode.face else detector.detect_faces(gray)
     timings["detect"] = time.perf_counter() - started
-    return gray, boxes, timings
+    return gray, found, timings
 
 
 async def analyse(
@@ -65,19 +66,28 @@ async def analyse(
     metrics: GatewayMetrics,
     max_pixels: int,
     threshold_override: float | None = None,
+    align: bool = True,
 ) -> Analysis:
-    """Classify every face of an image in one batched request; no face -> an empty analysis."""
-    gray, boxes, timings = await run_in_threadpool(_locate, data, mode, detector, max_pixels)
+    """Classify every face of an image in one batched request; no face -> an empty analysis.
+
+    With `align`, faces whose detector gave landmarks are turned upright on their eyes before the crop.
+    """
+    gray, found, timings = await run_in_threadpool(_locate, data, mode, detector, max_pixels)
+    boxes = [face.box for face in found]
     model = await triton.model_info()
     threshold = 0.0
     probabilities = np.empty((0, len(model.labels)), dtype=np.float32)
     if model.max_batch_size:
-        boxes = boxes[: model.max_batch_size]  # the largest faces; one request must fit one batch
+        found = found[: model.max_batch_size]  # the largest faces; one request must fit one batch
+        boxes = boxes[: model.max_batch_size]
     if boxes:
         started = time.perf_counter()
         _, height, width = model.input_shape
-        margin = 0.0 if mode is Mode.face else model.crop_margin
-        faces = np.stack([crop_to_fer(gray, box, (height, width), margin=margin) for box in boxes])[:, None]
+        margin = 0.0 if mode is Mode.face else model.crop_margin  # the registration the weights expect
+        # Without landmarks (Haar, mode=face) or with `align` off, aligned_crop is crop_to_fer.
+        size = (height, width)
+        faces = np.stack([aligned_crop(gray, f.box, f.landmarks if align else None, size, margin) for f in found])
+        faces = faces[:, None]
         timings["preprocess"] = time.perf_counter() - started
         started = time.perf_counter()
         probabilities, model = await triton.classify(faces)  # N x 1 x H x W in, one request

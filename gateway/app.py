@@ -33,6 +33,7 @@ from gateway.errors import CatchUnexpected, GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics
+from gateway.mtcnn import MtcnnDetector
 from gateway.ratelimit import RateLimit
 from gateway.recommendations_api import router as recommendations_router
 from gateway.schemas import AbstentionPolicy, EmotionsResponse, Health, ModelDescription, ModelRef, Readiness
@@ -54,6 +55,13 @@ DEMO_HEADERS = {
 }
 
 
+def build_detector(settings: Settings) -> FaceDetector:
+    """The face detector the settings name; MTCNN's networks are read now, so a missing file stops start-up."""
+    if settings.detector == "haar":
+        return HaarFaceDetector()
+    return MtcnnDetector(settings.detector_dir, min_face_fraction=settings.min_face_fraction)
+
+
 def create_app(
     settings: Settings | None = None,
     triton: TritonClassifier | None = None,
@@ -62,7 +70,7 @@ def create_app(
     """Build the gateway app; `triton` and `detector` replace the ones built from settings."""
     settings = settings or Settings()
     metrics = GatewayMetrics.create()
-    face_detector = detector or HaarFaceDetector()
+    face_detector = detector or build_detector(settings)
     # Keep uploads in memory: Starlette spools files above 1 MB to a temporary file on disk otherwise,
     # and a person's image must never touch the disk. BodySizeLimit bounds the memory.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 1)
@@ -191,7 +199,7 @@ def create_app(
         await image.close()
         settings = state["settings"]
         result = await analyse(data, mode, state["detector"], state["triton"], metrics, settings.max_image_pixels,
-                               settings.abstain_threshold)  # fmt: skip
+                               settings.abstain_threshold, align=settings.align_faces)  # fmt: skip
         return EmotionsResponse(
             faces=result.faces(),
             model=ModelRef(name=result.model.name, version=result.model.version),

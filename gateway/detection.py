@@ -19,9 +19,32 @@ from gateway.imaging import Box
 HAAR_FRONTAL_FACE = "haarcascade_frontalface_default.xml"
 
 
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """A face box in the image's pixels, the detector's confidence and, when it gives them, five landmarks."""
+
+    box: Box
+    score: float = 1.0
+    landmarks: tuple[Point, ...] | None = None  # left eye, right eye, nose, left and right mouth corner
+
+    @classmethod
+    def from_corners(cls, corners: np.ndarray, score: float, landmarks: np.ndarray | None = None) -> DetectedFace:
+        """From float corners (x1, y1, x2, y2) and an optional 5 x 2 landmark array."""
+        x1, y1, x2, y2 = (int(round(float(v))) for v in corners)
+        points = None if landmarks is None else tuple((float(x), float(y)) for x, y in landmarks)
+        return cls((x1, y1, max(1, x2 - x1), max(1, y2 - y1)), score, points)
+
+
 class FaceDetector(Protocol):
     def detect(self, gray: np.ndarray) -> list[Box]:
         """Face boxes (x, y, w, h) in `gray`'s pixels, largest first."""
+        ...
+
+    def detect_faces(self, gray: np.ndarray) -> list[DetectedFace]:
+        """Faces with their landmarks where the detector gives them, largest first."""
         ...
 
 
@@ -64,3 +87,7 @@ class HaarFaceDetector:
             for x, y, w, h in np.asarray(found).reshape(-1, 4)
         ]
         return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+    def detect_faces(self, gray: np.ndarray) -> list[DetectedFace]:
+        """Faces without landmarks (the cascade gives none), largest first."""
+        return [DetectedFace(box) for box in self.detect(gray)]

@@ -201,8 +201,8 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
     data = await image.read()
     await image.close()
     settings = state["settings"]
-    result = await analyse(data, mode, state["detector"], state["triton"], state["metrics"],
-                           settings.max_image_pixels, settings.abstain_threshold)  # fmt: skip
+    result = await analyse(data, mode, state["detector"], state["triton"], state["metrics"], settings.max_image_pixels,
+                           settings.abstain_threshold, align=settings.align_faces)  # fmt: skip
     if not result.boxes:
         raise NotFoundError("no face was found in the image; send a clearer photo or use mode=face")
     face = result.faces()[0]  # the largest face

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
     head_timeout_s: float = Field(10.0, gt=0, description="time a client has to send the request head (then 408)")
     keep_alive_s: int = Field(5, ge=1, description="an idle kept-alive connection is closed after this")
     max_connections: int = Field(1000, ge=1, description="open connections per process (more: 503)")
+    detector: Literal["mtcnn", "haar"] = Field(
+        "mtcnn", description="face detector: MTCNN (landmarks, alignment) or OpenCV's Haar cascade"
+    )
+    detector_dir: Path = Field(Path("models/detector"), description="the exported MTCNN networks (dvc repro detector)")
+    min_face_fraction: float = Field(
+        0.05, gt=0, le=1, description="smallest face MTCNN looks for, as a fraction of the image's longer side"
+    )
+    align_faces: bool = Field(True, description="turn faces upright on their eye landmarks before the FER crop")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes (unset: disabled)")
 
     @field_validator("trusted_proxies")

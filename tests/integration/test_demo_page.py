@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from skimage import data as skdata
 
-from gateway.detection import HaarFaceDetector
+from gateway.app import build_detector
+from gateway.settings import Settings
 from pipelines.labels import LABELS
-from pipelines.synthetic import _render, expression_for
 from tests.integration.conftest import RunningGateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -33,21 +34,19 @@ DOMAINS = ["products", "places", "food", "songs", "movies"]
 FRAME_W, FRAME_H = 320, 240
 
 
-def webcam_frame(detector: HaarFaceDetector) -> np.ndarray:
-    """A 320x240 grayscale webcam frame holding one synthetic happy face (rendered at 192 px).
+def webcam_frame() -> np.ndarray:
+    """A 320x240 grayscale webcam frame: the astronaut's head tilted by 15 degrees, face in the middle.
 
-    Haar cascades find about half of the drawn faces; the first seed whose frame the gateway's own detector
-    finds is used, so the test exercises the camera path, not the detector's recall on cartoons.
+    A real face, tilted as webcam faces often are; the gateway's configured detector must find it here.
     """
-    for seed in range(50):
-        rng = np.random.default_rng(seed)
-        face = np.clip(_render(expression_for("happy", 1.0, rng, 0.0), rng), 0, 255).astype(np.uint8)
-        frame = np.full((FRAME_H, FRAME_W), int(np.median(face[:, :4])), dtype=np.uint8)
-        top, left = (FRAME_H - face.shape[0]) // 2, (FRAME_W - face.shape[1]) // 2
-        frame[top : top + face.shape[0], left : left + face.shape[1]] = face
-        if detector.detect(frame):
-            return frame
-    raise AssertionError("no synthetic face frame was detected in 50 seeds")
+    gray = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY)
+    head = gray[0:240, 104:344]  # 240x240, the face's centre (224, 117) lands near the frame's centre
+    turned = cv2.warpAffine(head, cv2.getRotationMatrix2D((120, 117), 15, 1.0), (240, 240),
+                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    frame = np.full((FRAME_H, FRAME_W), int(np.median(turned[:, :8])), dtype=np.uint8)
+    frame[:, (FRAME_W - 240) // 2 : (FRAME_W + 240) // 2] = turned
+    assert build_detector(Settings()).detect(frame), "the configured detector misses the webcam face"
+    return frame
 
 
 def write_y4m(path: Path, gray: np.ndarray, frames: int = 10) -> None:
@@ -71,7 +70,7 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     camera = tmp_path_factory.mktemp("camera") / "face.y4m"
-    write_y4m(camera, webcam_frame(HaarFaceDetector()))
+    write_y4m(camera, webcam_frame())
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         args=["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",

@@ -29,10 +29,12 @@ class Analysis:
     model: ModelInfo
     threshold: float = 0.0  # faces whose confidence is below it are 'uncertain'
     timings_ms: dict[str, float] = field(default_factory=dict)
+    landmarks: list[tuple[tuple[float, float], ...] | None] = field(default_factory=list)  # per box, when known
 
     def faces(self) -> list[FaceResult]:
-        return [face_result(b, p, self.model.labels, self.threshold)
-                for b, p in zip(self.boxes, self.probabilities, strict=True)]  # fmt: skip
+        marks = self.landmarks or [None] * len(self.boxes)
+        return [face_result(b, p, self.model.labels, self.threshold, m)
+                for b, p, m in zip(self.boxes, self.probabilities, marks, strict=True)]  # fmt: skip
 
 
 def abstain_threshold(model: ModelInfo, override: float | None) -> tuple[float, str]:
@@ -107,10 +109,17 @@ async def analyse(
     metrics.observe_model(model.name, model.version, model.labels, model.metadata)
     for stage, seconds in timings.items():
         metrics.stage_duration.labels(stage=stage).observe(seconds)
-    return Analysis(boxes, probabilities, model, threshold, {k: round(v * 1000.0, 3) for k, v in timings.items()})
+    timings_ms = {k: round(v * 1000.0, 3) for k, v in timings.items()}
+    return Analysis(boxes, probabilities, model, threshold, timings_ms, [face.landmarks for face in found])
 
 
-def face_result(box: Box, probabilities: np.ndarray, labels: tuple[str, ...], threshold: float = 0.0) -> FaceResult:
+def face_result(
+    box: Box,
+    probabilities: np.ndarray,
+    labels: tuple[str, ...],
+    threshold: float = 0.0,
+    landmarks: tuple[tuple[float, float], ...] | None = None,
+) -> FaceResult:
     """One face's answer: its box, the most probable label (or 'uncertain') and every label's probability."""
     best = int(np.argmax(probabilities))
     uncertain = bool(probabilities[best] < threshold)
@@ -121,4 +130,5 @@ def face_result(box: Box, probabilities: np.ndarray, labels: tuple[str, ...], th
         most_likely=labels[best],
         confidence=float(probabilities[best]),
         probabilities={label: float(p) for label, p in zip(labels, probabilities, strict=True)},
+        landmarks=None if landmarks is None else [(x, y) for x, y in landmarks],
     )

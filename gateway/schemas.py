@@ -19,6 +19,10 @@ class FaceResult(BaseModel):
     most_likely: str = Field(description="most probable label, even when uncertain")
     confidence: float = Field(ge=0, le=1, description="probability of `most_likely`")
     probabilities: dict[str, float] = Field(description="probability by label, in the model's label order")
+    landmarks: list[tuple[float, float]] | None = Field(
+        None, description="x, y of the left eye, right eye, nose, left and right mouth corner in the upright image "
+        "(MTCNN; null with the Haar detector or mode=face); the face was turned level on its eyes before the crop"
+    )
 
 
 class ModelRef(BaseModel):

@@ -21,6 +21,7 @@ from PIL import Image
 from skimage import data as skdata
 
 import pipelines
+from gateway.alignment import aligned_crop
 from gateway.imaging import crop_to_fer, decode_grayscale
 from pipelines.labels import LABELS
 from tests.integration.conftest import RealFacesStack
@@ -116,21 +117,27 @@ def test_same_face_box_same_answer_as_the_authors_pipeline(real_faces: RealFaces
 
 
 def test_full_gateway_path_agrees_with_the_authors_pipeline(real_faces: RealFacesStack) -> None:
-    """The gateway's own detector and crop margin on the full photos against the authors' full pipeline."""
+    """The gateway's own detector, registration and crop margin on the full photos against fer's full pipeline
+    (Haar on the full image). Every face fer finds, the gateway finds; where both answer, they mostly agree."""
     agree, compared, differences = 0, 0, []
     for name, photo in reference_photos().items():
         faces = analyse(real_faces.gateway_url, jpeg(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)))
-        if not faces or not AUTHORS[name]:
-            assert bool(faces) == bool(AUTHORS[name]) or name.startswith("lfw"), (name, faces)
-            continue
+        if not AUTHORS[name]:
+            continue  # fer's Haar misses the cameraman (a face in three-quarter view) and lfw_04; MTCNN finds them
+        assert faces, f"{name}: the authors' pipeline finds a face, the gateway none"
+        (theirs,) = AUTHORS[name]
+        assert iou(tuple(faces[0]["box"]), tuple(theirs["box"])) > 0.5, (name, faces[0]["box"], theirs["box"])
         compared += 1
-        if faces[0]["most_likely"] == AUTHORS[name][0]["top"]:
+        if faces[0]["most_likely"] == theirs["top"]:
             agree += 1
         else:
-            differences.append((name, faces[0]["most_likely"], AUTHORS[name][0]["top"]))
-    # Measured: 11 of 12 faces both pipelines find; the boxes differ by a few pixels (the gateway detects on a
-    # histogram-equalised copy at scale factor 1.2, fer on the full image at 1.1) and lfw_00 flips.
-    assert compared >= 11 and agree >= compared - 2, differences
+            differences.append((name, faces[0]["most_likely"], theirs["top"]))
+    print(f"\nfull path vs the authors' pipeline: {agree} of {compared} agree; differ: {differences}")  # noqa: T201
+    # Measured: 10 of 13 (11 of 12 with the Haar detector). The three that differ are 25x25 LFW faces enlarged
+    # 6x, where a few pixels of framing decide between neighbouring classes: MTCNN's box mapped to a Haar-like
+    # box (gateway/alignment.py) is not fer's Haar box, the face is turned level on its eyes, and the gateway
+    # shrinks with area interpolation. With the authors' own boxes the crop agrees on 12 of 13 (test above).
+    assert compared >= 12 and agree >= compared - 3, differences
 
 
 def test_full_photo_answer_equals_the_face_mode_answer_on_the_same_crop(real_faces: RealFacesStack) -> None:
@@ -139,7 +146,9 @@ def test_full_photo_answer_equals_the_face_mode_answer_on_the_same_crop(real_fac
     for name in ("astronaut", "grace_hopper", "lfw_01", "lfw_05"):
         encoded = png(cv2.cvtColor(photos[name], cv2.COLOR_BGR2GRAY))
         (face,) = analyse(real_faces.gateway_url, encoded)
-        crop = crop_to_fer(decode_grayscale(encoded, 10**8), tuple(face["box"]), (64, 64), margin)
+        # The photo path turned the face level on its eyes before its crop: the same crop, then mode=face.
+        landmarks = tuple(tuple(point) for point in face["landmarks"])
+        crop = aligned_crop(decode_grayscale(encoded, 10**8), tuple(face["box"]), landmarks, (64, 64), margin)
         (same,) = analyse(real_faces.gateway_url, png(crop), mode="face")
         assert same["most_likely"] == face["most_likely"], name
         assert max(abs(same["probabilities"][k] - v) for k, v in face["probabilities"].items()) < 1e-5, name

@@ -98,7 +98,9 @@ async def analyse(
         for row, face in zip(probabilities, faces, strict=True):
             best = int(np.argmax(row))
             metrics.predictions.labels(emotion=model.labels[best]).inc()
-            if row[best] < threshold:
+            uncertain = bool(row[best] < threshold)
+            metrics.answers.labels(answer=UNCERTAIN if uncertain else model.labels[best]).inc()
+            if uncertain:
                 metrics.abstentions.inc()
             metrics.confidence.observe(float(row[best]))
             metrics.face_brightness.observe(float(face.mean()) / 255.0)

@@ -25,6 +25,7 @@ class GatewayMetrics:
     request_duration: Histogram
     stage_duration: Histogram
     predictions: Counter
+    answers: Counter
     confidence: Histogram
     faces_per_image: Histogram
     images_without_face: Counter
@@ -56,7 +57,13 @@ class GatewayMetrics:
                 ["stage"], buckets=STAGE_BUCKETS_S, registry=registry,
             ),
             predictions=Counter(
-                "emotorch_predictions_total", "Faces classified, by predicted emotion.", ["emotion"],
+                "emotorch_predictions_total",
+                "Faces classified, by most likely emotion, also when the answer was 'uncertain': the class mix that "
+                "drift compares with the model's reference.", ["emotion"], registry=registry,
+            ),
+            answers=Counter(
+                "emotorch_answers_total",
+                "Faces answered, by the answer the client got: an emotion or 'uncertain'.", ["answer"],
                 registry=registry,
             ),
             confidence=Histogram(
@@ -133,6 +140,8 @@ class GatewayMetrics:
         self.model.info({"name": name, "version": version})
         for emotion in labels:  # every class has a series from the start: a class that vanishes shows as 0
             self.predictions.labels(emotion=emotion)
+            self.answers.labels(answer=emotion)
+        self.answers.labels(answer="uncertain")
         # A version without a reference (none published, or the config describes another version) must not
         # keep the previous version's: drift against it would be drift against the wrong model. NaN compares
         # false, so no drift alert fires on it.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import GatewayMetrics, outcome
@@ -17,12 +18,28 @@ access_log = logging.getLogger("gateway.access")
 MAX_LOGGED_PATH = 120  # characters of an unmatched path written to the access log
 
 
-def loggable_path(scope: Scope) -> str:
-    """What the access log says about the path: the route template when one matched (never an id or secret in
-    it), else the raw path cut short and percent-encoded; never the query string."""
+def route_template(scope: Scope, incoming: Scope | None = None) -> str | None:
+    """The template of the route that serves this request: the one the router recorded, else (mounts such as
+    /static and /docs-assets, and plain routes such as /openapi.json, which record none) the app route that
+    fully matches the request as it came in (`incoming`: a mount rewrites the scope's root path); None when
+    nothing does."""
     route = scope.get("route")
     if route is not None:
         return str(getattr(route, "path", "?"))
+    incoming = incoming or scope
+    for candidate in getattr(getattr(incoming.get("app"), "router", None), "routes", ()):
+        match, _ = candidate.matches(incoming)
+        if match is Match.FULL:
+            return str(getattr(candidate, "path", "?"))
+    return None
+
+
+def loggable_path(scope: Scope, incoming: Scope | None = None) -> str:
+    """What the access log says about the path: the route template when one matched (never an id or secret in
+    it), else the raw path cut short and percent-encoded; never the query string."""
+    template = route_template(scope, incoming)
+    if template is not None:
+        return template
     return quote(str(scope.get("path", ""))[:MAX_LOGGED_PATH], safe="/-._~!$&'()*+,;=:@")  # controls escaped
 
 
@@ -41,9 +58,10 @@ class RequestTiming:
             return
         started = time.perf_counter()
         status = 500
+        incoming = dict(scope)  # before routing: a mount rewrites root_path in place
 
         def template() -> str:
-            return str(getattr(scope.get("route"), "path", "unmatched"))  # set by the router when it matched
+            return route_template(scope, incoming) or "unmatched"
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -60,5 +78,5 @@ class RequestTiming:
                                                  ).observe(seconds)  # fmt: skip
             if access_log.isEnabledFor(logging.INFO):  # client: a parsed IP (ClientAddress); method: parser-checked
                 client = (scope.get("client") or ("unknown", 0))[0]
-                access_log.info('%s "%s %s" %d %.1fms', client, scope["method"][:16], loggable_path(scope), status,
-                                seconds * 1000)  # fmt: skip
+                access_log.info('%s "%s %s" %d %.1fms', client, scope["method"][:16],
+                                loggable_path(scope, incoming), status, seconds * 1000)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import httpx
 import numpy as np
@@ -83,6 +84,7 @@ def test_metrics_count_what_was_served(gateway_url: str) -> None:
         "emotorch_request_duration_seconds_bucket",
         "emotorch_stage_duration_seconds_bucket",
         "emotorch_predictions_total",
+        "emotorch_answers_total",
         "emotorch_prediction_confidence_bucket",
         "emotorch_faces_per_image_bucket",
         "emotorch_images_without_face_total",
@@ -90,6 +92,16 @@ def test_metrics_count_what_was_served(gateway_url: str) -> None:
     ):
         assert name in text, name  # fmt: skip
     assert 'route="/v1/emotions"' in text and 'stage="detect"' in text
+    # Every face gets one answer and one most-likely class: the two counters add up to the same total.
+    def total(pattern: str) -> float:
+        return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+    answers = total(r'^emotorch_answers_total\{answer="[a-z]+"\} (\S+)$')
+    predictions = total(r'^emotorch_predictions_total\{emotion="[a-z]+"\} (\S+)$')
+    assert answers == predictions > 0
+    httpx.get(f"{gateway_url}/static/demo.js")
+    text = httpx.get(f"{gateway_url}/metrics").text
+    assert 'route="/static"' in text  # assets are named by their mount, not lumped in with unknown paths
 
 
 def test_recommendations_from_a_real_photo_then_feedback(gateway_url: str) -> None:

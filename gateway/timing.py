@@ -16,6 +16,7 @@ from gateway.metrics import GatewayMetrics, outcome
 
 access_log = logging.getLogger("gateway.access")
 MAX_LOGGED_PATH = 120  # characters of an unmatched path written to the access log
+QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})  # logged at DEBUG when they succeed
 
 
 def route_template(scope: Scope, incoming: Scope | None = None) -> str | None:
@@ -76,7 +77,9 @@ class RequestTiming:
             seconds = time.perf_counter() - started
             self.metrics.request_duration.labels(route=template(), method=scope["method"], outcome=outcome(status)
                                                  ).observe(seconds)  # fmt: skip
-            if access_log.isEnabledFor(logging.INFO):  # client: a parsed IP (ClientAddress); method: parser-checked
+            # Probes and scrapes (every few seconds, from machines) go to DEBUG: the log shows what people asked.
+            level = logging.DEBUG if template() in QUIET_ROUTES and status < 400 else logging.INFO
+            if access_log.isEnabledFor(level):  # client: a parsed IP (ClientAddress); method: parser-checked
                 client = (scope.get("client") or ("unknown", 0))[0]
-                access_log.info('%s "%s %s" %d %.1fms', client, scope["method"][:16],
+                access_log.log(level, '%s "%s %s" %d %.1fms', client, scope["method"][:16],
                                 loggable_path(scope, incoming), status, seconds * 1000)  # fmt: skip

@@ -134,3 +134,4 @@ def test_the_access_log_is_bounded_and_keeps_no_query_string(gateway: Gateway) -
     lines = [line for line in log.splitlines() if "gateway.access" in line]
     assert len(lines) >= 3 and max(len(line) for line in lines) < 300, lines[-3:]
     assert any('"DELETE /v1/sessions/{session_id}" 204' in line for line in lines), lines[-3:]
+    assert not any('"GET /healthz"' in line for line in lines)  # probes and scrapes are not logged at INFO

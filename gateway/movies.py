@@ -93,9 +93,11 @@ def movie_rows(films: list[dict[str, Any]], source: str) -> tuple[list[dict[str,
         category, affinity = GENRE_AFFINITY[genre]
         year = _YEAR.search(str(film.get("Release Date") or ""))
         rating, votes = _rating(film), float(film.get("IMDB Votes") or 0)
-        shrunk = mean if rating is None else (votes * rating + QUALITY_PRIOR_VOTES * mean) / (votes + QUALITY_PRIOR_VOTES)
+        prior_votes = QUALITY_PRIOR_VOTES
+        shrunk = mean if rating is None else (votes * rating + prior_votes * mean) / (votes + prior_votes)
         item_id = _unique_id(title, year.group(1) if year else "", seen)
-        tags = [genre.lower(), *(f"{year.group(1)[:3]}0s",) * bool(year),
+        decade = f"{year.group(1)[:3]}0s" if year else ""
+        tags = [genre.lower(), *(decade,) * bool(decade),
                 *(f"rated {film['MPAA Rating']}",) * bool(film.get("MPAA Rating"))]  # fmt: skip
         rows.append({"id": item_id, "title": title, "domain": "movies", "category": category, "tags": ";".join(tags),
                      "source": source, "quality": f"{(shrunk - 1.0) / 9.0:.3f}",

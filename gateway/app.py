@@ -92,7 +92,7 @@ def create_app(
         await client.wait_until_ready(settings.model_wait_s)
         try:
             yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics,
-                   "catalog": catalog, "store": store, "budget": ClientBudget()}  # fmt: skip
+                   "catalog": catalog, "store": store, "budget": ClientBudget(settings.counted_per_client_hour)}  # fmt: skip
         finally:
             retention.cancel()
             await client.close()

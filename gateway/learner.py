@@ -28,8 +28,8 @@ FIT_EXPONENT = 2.0  # how sharply the catalog affinity separates suitable from u
 DEFAULT_CTR = 0.1  # click-through per unit of catalog fit assumed before any feedback
 BASE_STRENGTH = 50.0  # pseudo-trials behind DEFAULT_CTR; the observed base rate takes over as feedback comes in
 MAX_PRIOR_CTR = 0.6
-ITEM_PRIOR_TRIALS = 40.0  # one vote moves an item's mean by at most 1/41 of the way to 0 or 1
-CATEGORY_PRIOR_CLICKS = 40.0  # a category's multiplier moves by ~1/40 per click more or fewer than expected
+ITEM_PRIOR_TRIALS = 100.0  # one vote moves an item's mean by at most 1/101 of the way to 0 or 1
+CATEGORY_PRIOR_CLICKS = 100.0  # a category's multiplier moves by ~1/100 per click more or fewer than expected
 QUALITY_SPAN = 0.5  # quality 0..1 scales the prior by 0.75..1.25
 
 
@@ -77,7 +77,8 @@ class Posterior:
 
     mean: np.ndarray  # items x labels
     var: np.ndarray
-    successes: np.ndarray  # the decayed evidence the reasons quote
+    successes: np.ndarray  # the decayed evidence behind it (the reasons quote the successes)
+    failures: np.ndarray
 
     @classmethod
     def fit(cls, catalog: Catalog, successes: np.ndarray, failures: np.ndarray, shared: bool = True) -> Posterior:
@@ -91,7 +92,7 @@ class Posterior:
         n = ITEM_PRIOR_TRIALS + trials
         mean = (ITEM_PRIOR_TRIALS * prior + successes) / n
         var = mean * (1.0 - mean) / (n + 1.0) + extra_var * (ITEM_PRIOR_TRIALS / n) ** 2
-        return cls(mean, var, successes)
+        return cls(mean, var, successes, failures)
 
     def scores(self, rows: np.ndarray, emotion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of each row's click-through averaged under the emotion distribution."""

@@ -23,7 +23,7 @@ from gateway.reasons import reason
 # sampling, 0 ranks by the mean. Below 1 trades exploration for exploitation (cf. Chapelle & Li, "An Empirical
 # Evaluation of Thompson Sampling", NeurIPS 2011); with thousands of arms and few clicks each, plain sampling
 # explores too much. Chosen on bench/recommendation.py (see the README's evaluation section).
-POSTERIOR_SPREAD = 0.5
+POSTERIOR_SPREAD = 1.0
 PER_CATEGORY_CAP = 2  # at most this many items of one category in a domain's list
 UNCLEAR_MAX_P = 0.4  # a vector whose largest probability is below this is an unclear reading (uniform: 1/7)
 MIN_PROPENSITY = 1e-3

@@ -173,6 +173,11 @@ class LearnedState:
             return int(conn.execute(delete(evidence).where(evidence.c.erased_at < cutoff)).rowcount or 0)
 
     @property
+    def last_id(self) -> int:
+        """The last evidence row this process has applied."""
+        return self._last_id
+
+    @property
     def is_rebuilding(self) -> bool:
         return self._building.is_set()
 

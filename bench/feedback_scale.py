@@ -75,7 +75,7 @@ def fill(db: Path, catalog: Catalog, n_events: int, seed: int = 0) -> list[str]:
     con.execute("PRAGMA synchronous=OFF")
     recs, shown, events, evidence = [], [], [], []
     for r in range(max(n_events // 25, 1)):
-        rec_id, t = str(uuid.uuid4()), (old if r % 10 == 0 else now - float(rng.uniform(0, 30 * 86400)))
+        rec_id, t = str(uuid.uuid4()), (old if r % 10 == 5 else now - float(rng.uniform(0, 30 * 86400)))
         p = np.zeros(len(LABELS))
         p[int(rng.integers(len(LABELS)))] = 1.0
         probs = json.dumps(dict(zip(LABELS, p.round(1).tolist(), strict=True)))
@@ -224,8 +224,9 @@ def run(events: int, catalog_items: int | None, clients: int, minimum: int, work
         phases: dict[str, Any] = {"idle": (load(url, clients, lambda: True, minimum), None, 0.0)}
         phases["rebuild"] = during(url, clients, minimum, lambda: httpx.post(
             f"{url}/v1/admin/learned-state/rebuild", headers=headers, timeout=600).json())  # fmt: skip
+        erased = min(20, len(sessions) // 4)
         phases["erasure"] = during(url, clients, minimum, lambda: [
-            httpx.delete(f"{url}/v1/sessions/{s}", timeout=60).status_code for s in sessions[:20]])  # fmt: skip
+            httpx.delete(f"{url}/v1/sessions/{s}", timeout=60).status_code for s in sessions[:erased]])  # fmt: skip
         store = FeedbackStore(f"sqlite:///{db}")
         phases["purge"] = during(url, clients, minimum, lambda: store.purge(365 * 86400.0))
         store.close()
@@ -260,7 +261,7 @@ def _work(name: str, p: dict[str, Any]) -> str:
     if name == "rebuild":
         return f"full rebuild of {p['result']['rows']:,} log rows, {p['work_s']:.1f} s"
     if name == "erasure":
-        return f"20 sessions erased, {p['work_s']:.2f} s"
+        return f"{p['result']} sessions erased, {p['work_s']:.2f} s"
     if name == "purge":
         return f"retention purge of {p['result']:,} recommendations, {p['work_s']:.1f} s"
     return "-"

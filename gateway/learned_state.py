@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 FULL_REBUILD_S = 300.0
 COMPACT_AFTER_S = 600.0  # cancelled rows of erased sessions are deleted this long after the erasure
 REFRESH_BATCH = 20_000
-CHUNK = 20_000
+CHUNK = 5_000
+REBUILD_PAUSE = 2.0  # seconds of pause per second of rebuild work
 IDLE_REFRESH_S = 5.0  # an idle process still follows the log, so it never falls behind a compaction
 
 
@@ -57,7 +58,11 @@ class LearnedState:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._vectors: dict[str, np.ndarray] = {}  # coarsened vectors: at most 8,008 distinct per label set
+        # Coarsened vectors by their stored JSON: at most 8,008 distinct ones per label set.
+        self._vector_codes: dict[str, int] = {}
+        self._vector_matrix = np.zeros((0, 0))
+        self._vector_labels: tuple[str, ...] = ()
+        self._vectors_lock = threading.Lock()
         self.rebuilds = 0
 
     def start(self, catalog: Catalog, wait_s: float = 0.0) -> None:
@@ -123,25 +128,36 @@ class LearnedState:
         return Posterior.fit(catalog, successes, failures, self.shared)
 
     def _apply(self, catalog: Catalog, target: Evidence, rows: Sequence[Any]) -> int:
-        """Add log rows to `target` in one vectorised step; return the last id applied."""
-        keep = [r for r in rows if r[1] in catalog.index]  # an item since removed from the catalog
-        if keep:
-            items = np.array([catalog.index[r[1]] for r in keep])
-            vectors = np.array([self._vector(catalog, r[3]) for r in keep])
-            served = np.array([float(r[2]) for r in keep])
-            scale = np.ones(len(keep)) if target.half_life_s is None else \
-                np.exp2((served - target.anchor_s) / target.half_life_s)  # fmt: skip
-            np.add.at(target.successes, items, vectors * (scale * np.array([r[4] for r in keep]))[:, None])
-            np.add.at(target.failures, items, vectors * (scale * np.array([r[5] for r in keep]))[:, None])
-        return int(rows[-1][0])
+        """Add log rows to `target` in one vectorised step; return the last id applied.
 
-    def _vector(self, catalog: Catalog, probabilities: str) -> np.ndarray:
-        vector = self._vectors.get(probabilities)
-        if vector is None:
-            p = json.loads(probabilities)
-            vector = np.array([float(p.get(label, 0.0)) for label in catalog.labels])
-            self._vectors[probabilities] = vector
-        return vector
+        Python touches each row only in list comprehensions of dictionary lookups (items, vectors by their
+        JSON text): the arithmetic is numpy's, so a rebuild holds the interpreter lock as little as it can.
+        """
+        ids, items, served, vectors, successes, failures = zip(*rows, strict=True)
+        if self._vector_labels != catalog.labels:
+            with self._vectors_lock:
+                self._vector_labels, self._vector_codes = catalog.labels, {}
+                self._vector_matrix = np.zeros((0, len(catalog.labels)))
+        index, codes = catalog.index, self._vector_codes
+        rows_of = np.array([index.get(i, -1) for i in items])
+        vector_of = np.array([codes[p] if p in codes else self._vector_code(catalog, p) for p in vectors])
+        keep = rows_of >= 0  # an item since removed from the catalog is skipped
+        served_s = np.array(served, dtype=np.float64)
+        scale = np.ones(len(rows_of)) if target.half_life_s is None else \
+            np.exp2((served_s - target.anchor_s) / target.half_life_s)  # fmt: skip
+        matrix = self._vector_matrix[vector_of[keep]]
+        np.add.at(target.successes, rows_of[keep], matrix * (scale * np.array(successes))[keep, None])
+        np.add.at(target.failures, rows_of[keep], matrix * (scale * np.array(failures))[keep, None])
+        return int(ids[-1])
+
+    def _vector_code(self, catalog: Catalog, probabilities: str) -> int:
+        with self._vectors_lock:  # the rebuild thread and a refreshing request may both add vectors
+            if probabilities not in self._vector_codes:
+                p = json.loads(probabilities)
+                vector = np.array([[float(p.get(label, 0.0)) for label in self._vector_labels]])
+                self._vector_matrix = np.vstack([self._vector_matrix, vector])
+                self._vector_codes[probabilities] = len(self._vector_matrix) - 1
+            return self._vector_codes[probabilities]
 
     def rebuild(self) -> None:
         """Sum the whole log afresh (streamed in chunks), then swap it in and catch up with what came since."""
@@ -156,7 +172,10 @@ class LearnedState:
                 result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
                     _columns().where(evidence.c.id <= last).order_by(evidence.c.id))  # fmt: skip
                 for chunk in result.partitions(CHUNK):
-                    self._apply(catalog, fresh, list(chunk))
+                    started = time.perf_counter()
+                    self._apply(catalog, fresh, chunk)
+                    # Run at a third of a core at most: requests share the interpreter lock with this thread.
+                    time.sleep(REBUILD_PAUSE * (time.perf_counter() - started))
             posterior = self._fit(catalog, fresh)
             with self._lock:
                 if self._catalog is catalog:

@@ -151,7 +151,7 @@ class FeedbackStore:
         assert key is not None
         return Recorded(int(key[0]), top, counted=counted)
 
-    def purge(self, older_than_s: float, batch: int = 50, pause_s: float = 0.05) -> int:
+    def purge(self, older_than_s: float, batch: int = 20, pause_s: float = 0.1) -> int:
         """Delete recommendations older than `older_than_s` (their items, events, evidence), in short batches."""
         cutoff = time.time() - older_than_s
         removed, _ = delete_where(self.engine, recommendations.c.created_at < cutoff, batch, pause_s)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Select, delete, func, select
+from sqlalchemy import Engine, Select, create_engine, delete, func, select
 
 from gateway.catalog import Catalog
 from gateway.feedback_schema import evidence
@@ -33,7 +36,8 @@ FULL_REBUILD_S = 300.0
 COMPACT_AFTER_S = 600.0  # cancelled rows of erased sessions are deleted this long after the erasure
 REFRESH_BATCH = 20_000
 CHUNK = 5_000
-REBUILD_PAUSE = 2.0  # seconds of pause per second of rebuild work
+REBUILD_PAUSE = 2.0  # seconds of pause per second of rebuild work, when the rebuild runs in this process
+IN_PROCESS_MAX_ROWS = 50_000  # a longer log is rebuilt in a child process
 IDLE_REFRESH_S = 5.0  # an idle process still follows the log, so it never falls behind a compaction
 
 
@@ -127,7 +131,7 @@ class LearnedState:
         successes, failures = evidence_.now(time.time())
         return Posterior.fit(catalog, successes, failures, self.shared)
 
-    def _apply(self, catalog: Catalog, target: Evidence, rows: Sequence[Any]) -> int:
+    def _apply(self, catalog: Catalog | _Keys, target: Evidence, rows: Sequence[Any]) -> int:
         """Add log rows to `target` in one vectorised step; return the last id applied.
 
         Python touches each row only in list comprehensions of dictionary lookups (items, vectors by their
@@ -150,7 +154,7 @@ class LearnedState:
         np.add.at(target.failures, rows_of[keep], matrix * (scale * np.array(failures))[keep, None])
         return int(ids[-1])
 
-    def _vector_code(self, catalog: Catalog, probabilities: str) -> int:
+    def _vector_code(self, catalog: Catalog | _Keys, probabilities: str) -> int:
         with self._vectors_lock:  # the rebuild thread and a refreshing request may both add vectors
             if probabilities not in self._vector_codes:
                 p = json.loads(probabilities)
@@ -166,16 +170,19 @@ class LearnedState:
             return
         self._building.set()
         try:
-            fresh = Evidence.empty(catalog, anchor_s=time.time(), half_life_s=self.half_life_s)
+            anchor_s = time.time()
             with self.engine.connect() as conn:
-                last = int(conn.execute(select(func.max(evidence.c.id))).scalar_one() or 0)
-                result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
-                    _columns().where(evidence.c.id <= last).order_by(evidence.c.id))  # fmt: skip
-                for chunk in result.partitions(CHUNK):
-                    started = time.perf_counter()
-                    self._apply(catalog, fresh, chunk)
-                    # Run at a third of a core at most: requests share the interpreter lock with this thread.
-                    time.sleep(REBUILD_PAUSE * (time.perf_counter() - started))
+                size = int(conn.execute(select(func.max(evidence.c.id))).scalar_one() or 0)
+            if size > IN_PROCESS_MAX_ROWS and self.engine.url.database not in (None, "", ":memory:"):
+                # A big log is summed in another process: this one's interpreter lock stays with the requests.
+                url = self.engine.url.render_as_string(hide_password=False)
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    last, successes, failures = pool.submit(_sum_log, url, catalog.labels, dict(catalog.index),
+                                                            anchor_s, self.half_life_s).result()  # fmt: skip
+                fresh = Evidence(successes, failures, anchor_s, self.half_life_s)
+            else:
+                fresh = Evidence.empty(catalog, anchor_s=anchor_s, half_life_s=self.half_life_s)
+                last = self.sum_into(catalog, fresh, REBUILD_PAUSE)
             posterior = self._fit(catalog, fresh)
             with self._lock:
                 if self._catalog is catalog:
@@ -184,6 +191,18 @@ class LearnedState:
             self.rebuilds += 1
         finally:
             self._building.clear()
+
+    def sum_into(self, catalog: Catalog | _Keys, fresh: Evidence, pause: float) -> int:
+        """Stream the whole log into `fresh` in chunks, pausing `pause` s per s of work; return the last id."""
+        with self.engine.connect() as conn:
+            last = int(conn.execute(select(func.max(evidence.c.id))).scalar_one() or 0)
+            result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
+                _columns().where(evidence.c.id <= last).order_by(evidence.c.id))  # fmt: skip
+            for chunk in result.partitions(CHUNK):
+                started = time.perf_counter()
+                self._apply(catalog, fresh, chunk)
+                time.sleep(pause * (time.perf_counter() - started))  # requests share the interpreter lock
+        return last
 
     def compact(self) -> int:
         """Delete cancelled pairs of erased sessions' rows once every process has had time to read both."""
@@ -223,3 +242,24 @@ class LearnedState:
 def _columns() -> Select[Any]:
     e = evidence.c
     return select(e.id, e.item_id, e.served_at, e.probabilities, e.successes, e.failures)
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """What summing the log needs of a catalog: its labels and item rows (cheap to send to a child process)."""
+
+    labels: tuple[str, ...]
+    index: dict[str, int]
+
+
+def _sum_log(url: str, labels: tuple[str, ...], index: dict[str, int], anchor_s: float,
+             half_life_s: float | None) -> tuple[int, np.ndarray, np.ndarray]:  # fmt: skip
+    """In a child process: the whole log's (last id, successes, failures)."""
+    engine = create_engine(url)
+    try:
+        shape = (len(index), len(labels))
+        fresh = Evidence(np.zeros(shape), np.zeros(shape), anchor_s, half_life_s)
+        last = LearnedState(engine, half_life_s).sum_into(_Keys(labels, index), fresh, pause=0.0)
+        return last, fresh.successes, fresh.failures
+    finally:
+        engine.dispose()

@@ -217,3 +217,30 @@ def test_old_evidence_weighs_half_after_one_half_life() -> None:
     evidence.add(0, np.eye(7)[SAD], -1.0, 0.0, t_s=1100.0)  # a subtraction cancels exactly
     assert evidence.now(1100.0)[0][0, SAD] == pytest.approx(0.5)
     assert evidence.now(1300.0)[0][0, SAD] == pytest.approx(0.125)
+
+
+def test_a_large_log_is_rebuilt_in_a_child_process_with_the_same_result(
+    store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.learned_state as learned_state
+
+    for i in range(5):
+        me = session()
+        rec = store.save_recommendation({"sad": 0.6, "fear": 0.4}, shown("song-calm-acoustic-01", "food-spicy-02"), me,
+                                        None)  # fmt: skip
+        store.record(rec, "song-calm-acoustic-01", "like" if i % 2 else "dismiss", me)
+    before = learned(store)
+    spawned: list[int] = []
+    real = learned_state.ProcessPoolExecutor
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        spawned.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learned_state, "IN_PROCESS_MAX_ROWS", 1)
+    monkeypatch.setattr(learned_state, "ProcessPoolExecutor", counting)
+    store.learned.rebuild()
+    after = learned(store)
+    assert spawned == [1]
+    assert np.allclose(before.successes, after.successes) and np.allclose(before.failures, after.failures)
+    assert after.successes.sum() == pytest.approx(2.0)

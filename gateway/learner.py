@@ -94,12 +94,12 @@ class Posterior:
         var = mean * (1.0 - mean) / (n + 1.0) + extra_var * (ITEM_PRIOR_TRIALS / n) ** 2
         return cls(mean, var, successes, failures)
 
-    def scores(self, rows: np.ndarray, emotion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation of each row's click-through averaged under the emotion distribution."""
-        # Multiply first, index after (cheaper than copying the domain's rows), and with einsum's own loop: a
+    def scores(self, emotion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of every item's click-through averaged under the emotion distribution."""
+        # Once per request for every item (cheaper than copying each domain's rows), with einsum's own loop: a
         # multithreaded BLAS call on a matrix this thin costs ~30x more on busy cores (measured: 4.4 vs 0.15 ms).
-        mean = np.einsum("ij,j->i", self.mean, emotion)[rows]
-        return mean, np.sqrt(np.einsum("ij,j->i", self.var, emotion * emotion)[rows])
+        mean = np.einsum("ij,j->i", self.mean, emotion)
+        return mean, np.sqrt(np.einsum("ij,j->i", self.var, emotion * emotion))
 
 
 def _category_level(

@@ -74,9 +74,10 @@ def rank(
     """
     unclear = uncertain or is_unclear(emotion)
     result: dict[str, list[Ranked]] = {}
+    all_mean, all_sd = posterior.scores(emotion)
     for domain in domains:
         rows = catalog.in_domain(domain)
-        mean, sd = posterior.scores(rows, emotion)
+        mean, sd = all_mean[rows], all_sd[rows]
         sampled = mean + spread * sd * rng.standard_normal(len(rows))
         chosen = select(sampled, catalog.category_codes[rows], k)
         bar = float(sampled[chosen[-1]]) if chosen else 0.0

@@ -163,8 +163,8 @@ def cells(grid: bool) -> list[World]:
     if not grid:
         return [World(0.5, 0.73)]
     default = World(0.5, 0.73)  # first: the variants (item-only, no-decay) and --store run on it
-    grid = [World(m, a) for m in MOOD_SHARES for a in ACCURACIES] + [World(m, 0.73, True) for m in (0.25, 0.5, 0.8)]
-    return [default, *(w for w in grid if w != default)]
+    worlds = [World(m, a) for m in MOOD_SHARES for a in ACCURACIES] + [World(m, 0.73, True) for m in (0.25, 0.5, 0.8)]
+    return [default, *(w for w in worlds if w != default)]
 
 
 def per_100(likes: int, shown: int) -> float:

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: up test venv system-deps lint repro clean
+.PHONY: up test venv system-deps lint repro clean catalog
 
 venv: $(STAMP)
 
@@ -55,6 +55,13 @@ lint: venv
 
 repro: venv
 	$(BIN)/dvc repro
+
+# The catalog's real movies, rebuilt from the npm package at build time (never fetched at run time); the
+# result is committed with its provenance (gateway/data/catalog.provenance.json). Needs npm.
+VEGA_DATASETS := vega-datasets@3.2.1
+catalog: venv
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && (cd "$$tmp" && npm pack --silent $(VEGA_DATASETS) >/dev/null) && \
+	  $(BIN)/python -m gateway.movies "$$tmp"/vega-datasets-*.tgz gateway/data/catalog.csv
 
 clean:
 	rm -rf $(VENV)

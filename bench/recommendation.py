@@ -1,30 +1,32 @@
-"""Offline evaluation of the recommendation policy on simulated users, in one seeded run.
+"""Offline evaluation of recommendation policies on simulated users whose tastes the policies do not know.
 
-Each round a user arrives with a true emotion (drawn from FER2013's class mix), the classifier reports a
-probability vector for it, a domain is picked, and each policy shows k items. The classifier sees noisy evidence
-(a logit per class, N(0, 1), plus 1.9 on the true class) and reports the posterior it implies: calibrated
-probabilities, as the gateway serves after temperature scaling, right 73 % of the time at top-1 (VGG-FER
-reaches 73.3 % on FER2013). The user clicks each shown item with a hidden click-through rate that depends on
-the item and the true emotion: the catalog's prior affinity is informative but only half of the hidden taste;
-the rest is item quality the catalog does not record and some idiosyncratic (item, emotion) surprise.
+The hidden world is not built from the policy's prior. Each item's hidden appeal under emotion e is
+    taste = sqrt(mood_share) * mood_effect[i, e] + sqrt(1 - mood_share) * quality[i]
+(both standardised): `mood_share` is how much of taste the mood explains (0: mood is irrelevant). The mood
+effect is a per-(category, emotion) pattern plus a per-item deviation, correlated only PRIOR_CORRELATION with
+the catalog's affinities (the catalog is a weak guess); quality is independent of the catalog's quality prior.
+Click (like) probability = 0.01 + 0.3 * sigmoid(1.5 * taste - 2). With `--drift`, half-way through the run
+the mood effects are redrawn (tastes change).
 
-Policies, all given the same users and the same luck:
-  random   k random items of the domain
-  static   the fixed emotion -> category map of public emotion recommenders: items of the catalog category
-           with the highest affinity for the predicted top emotion, at random within it
-  emotorch the gateway's own ranking (gateway.recommendation.rank: Thompson sampling over the two-level
-           posterior, probability-vector context, category caps), learning from its clicks exactly as the
-           feedback store attributes them
+A user arrives with a true emotion (FER2013's class mix); the classifier reports calibrated probabilities
+with top-1 accuracy `accuracy`. The user looks at the list with probability 0.8, at position p with
+probability 0.9**p, likes what she looks at with its hidden probability and dismisses 10 % of what she looked
+at and did not like. Like a real client, she sends only likes and dismissals; the server logs the rest.
 
-Two measurements per seed:
-  learning   `--rounds` rounds during which EmoTorch learns from its own clicks: CTR over the whole run
-             (the price of learning included) and cumulative regret per round against an oracle that knows the
-             hidden click-through rates but sees only the same probability vector and obeys the same diversity
-             cap. Regret that flattens (sublinear) means the policy is learning.
-  after      `--eval-rounds` fresh users served by the policy as it stands after the learning rounds (its state
-             frozen, still sampling): the CTR "after N rounds".
+Policies, on the same users and the same luck:
+  emotorch     the gateway's ranking (gateway.recommendation.rank over gateway.learner.Posterior), learning
+               from the evidence gateway/votes.py defines: serve-time misses weighted by position, likes,
+               dismissals; evidence decays (HALF_LIFE_ROUNDS); `--store` runs it through the real
+               FeedbackStore on SQLite instead of in memory (the product's code path, HTTP aside)
+  blind        the same learner without the emotion (a uniform vector for ranking and for credit)
+  item-only    emotorch without the category level (no sharing between items)   [default world only]
+  no-decay     emotorch without decay                                            [default world only]
+  static       the fixed emotion -> category map: items of the catalog category with the highest affinity
+               for the predicted top emotion, at random within it
+  popularity   the items with the best smoothed like rate so far, emotion ignored
+  oracle       knows the hidden rates, sees the same probability vector, obeys the same diversity cap
 
-    python bench/recommendation.py --rounds 5000 --seed 0 [--seeds 10] [--json results.json]
+    python bench/recommendation.py [--rounds 3000] [--seed 0] [--grid] [--store] [--json out.json]
 """
 
 from __future__ import annotations
@@ -32,310 +34,202 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from bench.policies import Learner, StoreLearner, capped, popularity_policy, static_policy  # noqa: E402
 from gateway.catalog import DEFAULT_CATALOG, DOMAINS, Catalog, load_catalog  # noqa: E402
-from gateway.recommendation import PER_CATEGORY_CAP, FeedbackStats, rank  # noqa: E402
 
-# FER2013's class mix (train split): angry, disgust, fear, happy, neutral, sad, surprise.
-EMOTION_MIX = np.array([3995, 436, 4097, 7215, 4965, 4830, 3171], dtype=np.float64)
+EMOTION_MIX = np.array([3995, 436, 4097, 7215, 4965, 4830, 3171], dtype=np.float64)  # FER2013 train split
 EMOTION_PRIOR = EMOTION_MIX / EMOTION_MIX.sum()
-EVIDENCE = 1.9  # how far the true class's logit stands out, in noise standard deviations
+PRIOR_CORRELATION = 0.3
+MOOD_SHARES = (0.0, 0.25, 0.5, 0.8)
+ACCURACIES = (0.4, 0.73, 0.9)
+K = 5
 
 
 @dataclass(frozen=True)
 class World:
-    catalog: Catalog
-    ctr: np.ndarray  # items x emotions, hidden click-through rates
+    mood_share: float
+    accuracy: float
+    drift: bool = False
 
 
-def make_world(catalog: Catalog, rng: np.random.Generator) -> World:
-    """Hidden taste = half the catalog's emotion fit, 30 % item quality the catalog does not know (some songs
-    are simply better), 20 % idiosyncratic (item, emotion) surprise; sharpened into click-through rates."""
-    quality = rng.uniform(0.0, 1.0, size=(len(catalog.items), 1))
-    surprise = rng.uniform(0.0, 1.0, size=catalog.affinity.shape)
-    taste = 0.5 * catalog.affinity + 0.3 * quality + 0.2 * surprise
-    return World(catalog, 0.01 + 0.35 * taste**4)
+def evidence_for_accuracy(accuracy: float, n: int = 7, draws: int = 20_000) -> float:
+    """The logit gap that makes the calibrated classifier right `accuracy` of the time at top-1 (bisection)."""
+    rng = np.random.default_rng(123)
+    truth = rng.choice(n, p=EMOTION_PRIOR, size=draws)
+    noise = rng.normal(size=(draws, n))
+    lo, hi = 0.0, 6.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        logits = noise + mid * np.eye(n)[truth]
+        correct = (np.argmax(np.log(EMOTION_PRIOR) + mid * logits, axis=1) == truth).mean()
+        lo, hi = (mid, hi) if correct < accuracy else (lo, mid)
+    return (lo + hi) / 2
 
 
-def noisy_prediction(true_emotion: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """The classifier's calibrated probabilities: the posterior of the class given noisy logits.
-
-    With logits ~ N(EVIDENCE * onehot(true), I), P(class c | logits) is proportional to prior_c *
-    exp(EVIDENCE * logit_c), so these probabilities are calibrated by construction (ECE ~0.00 on 200,000 draws).
-    """
-    logits = rng.normal(0.0, 1.0, n)
-    logits[true_emotion] += EVIDENCE
-    e = EMOTION_PRIOR[:n] * np.exp(EVIDENCE * (logits - logits.max()))
+def predict(true_emotion: int, gap: float, rng: np.random.Generator) -> np.ndarray:
+    """Calibrated probabilities: the posterior of the class given logits ~ N(gap * onehot(true), I)."""
+    logits = rng.normal(size=len(EMOTION_PRIOR))
+    logits[true_emotion] += gap
+    e = EMOTION_PRIOR * np.exp(gap * (logits - logits.max()))
     return np.asarray(e / e.sum())
 
 
-def capped_top(order: np.ndarray, catalog: Catalog, k: int) -> list[int]:
-    chosen: list[int] = []
-    per_category: dict[str, int] = {}
-    for i in order:
-        category = catalog.items[i].category
-        if per_category.get(category, 0) < PER_CATEGORY_CAP:
-            per_category[category] = per_category.get(category, 0) + 1
-            chosen.append(int(i))
-            if len(chosen) == k:
-                break
-    return chosen
+def hidden_rates(catalog: Catalog, mood_share: float, rng: np.random.Generator) -> np.ndarray:
+    """Items x emotions like probabilities (see the module docstring)."""
+    n, labels = catalog.affinity.shape
+    codes = catalog.category_codes
+    pattern = rng.normal(size=(int(codes.max()) + 1, labels))[codes] + 0.5 * rng.normal(size=(n, labels))
+    guess = (catalog.affinity - catalog.affinity.mean()) / max(float(catalog.affinity.std()), 1e-9)
+    mood = PRIOR_CORRELATION * guess + np.sqrt(1 - PRIOR_CORRELATION**2) * _standard(pattern)
+    quality = rng.normal(size=(n, 1))
+    taste = np.sqrt(mood_share) * _standard(mood) + np.sqrt(1 - mood_share) * quality
+    return np.asarray(0.01 + 0.3 / (1.0 + np.exp(-(1.5 * taste - 2.0))))
 
 
-Policy = Callable[[np.ndarray, str, int, np.random.Generator], list[int]]
+def _standard(x: np.ndarray) -> np.ndarray:
+    return np.asarray((x - x.mean()) / max(float(x.std()), 1e-9))
 
 
-@dataclass
-class Result:
-    clicks: int = 0
-    impressions: int = 0
-    regret: list[float] = field(default_factory=list)  # cumulative, per learning round
-    clicks_per_round: list[int] = field(default_factory=list)
-    after_clicks: int = 0  # on the held-out users, after learning
-    after_impressions: int = 0
-
-    def record(self, clicks: int, shown: int, learning: bool) -> None:
-        """Count one round's clicks and impressions in its phase (learning, or after learning)."""
-        if learning:
-            self.clicks += clicks
-            self.impressions += shown
-            self.clicks_per_round.append(clicks)
-        else:
-            self.after_clicks += clicks
-            self.after_impressions += shown
-
-    def window_ctr(self, rounds: int, k: int) -> float:
-        """CTR over the last `rounds` learning rounds."""
-        return sum(self.clicks_per_round[-rounds:]) / max(len(self.clicks_per_round[-rounds:]) * k, 1)
-
-    @property
-    def ctr(self) -> float:
-        return self.clicks / max(self.impressions, 1)
-
-    @property
-    def ctr_after(self) -> float:
-        return self.after_clicks / max(self.after_impressions, 1)
+def react(rates: np.ndarray, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """(liked positions, dismissed positions) of one user's look at a list with these hidden rates."""
+    if rng.random() >= 0.8:
+        return [], []
+    looked = rng.random(len(rates)) < 0.9 ** np.arange(len(rates))
+    liked = looked & (rng.random(len(rates)) < rates)
+    dismissed = looked & ~liked & (rng.random(len(rates)) < 0.1)
+    return [int(j) for j in np.flatnonzero(liked)], [int(j) for j in np.flatnonzero(dismissed)]
 
 
-def simulate(rounds: int, k: int, seed: int, eval_rounds: int = 5000) -> tuple[dict[str, Result], float]:
-    catalog = load_catalog(DEFAULT_CATALOG)
-    world_rng = np.random.default_rng(seed)
-    world = make_world(catalog, world_rng)
-    by_domain = {d: np.array(catalog.in_domain(d)) for d in DOMAINS}
-    stats = FeedbackStats.empty(catalog)
-    best_category: dict[tuple[str, int], list[int]] = {}
-    for d, members in by_domain.items():
-        for e in range(len(catalog.labels)):
-            categories = sorted({catalog.items[i].category for i in members},
-                                key=lambda c: -np.mean([catalog.affinity[i, e] for i in members
-                                                        if catalog.items[i].category == c]))  # fmt: skip
-            best_category[(d, e)] = [int(i) for c in categories for i in members if catalog.items[i].category == c]
-
-    def random_policy(p: np.ndarray, domain: str, k: int, rng: np.random.Generator) -> list[int]:
-        return [int(i) for i in rng.choice(by_domain[domain], size=k, replace=False)]
-
-    def static_policy(p: np.ndarray, domain: str, k: int, rng: np.random.Generator) -> list[int]:
-        ranked = best_category[(domain, int(np.argmax(p)))]
-        first = [i for i in ranked if catalog.items[i].category == catalog.items[ranked[0]].category]
-        rest = [i for i in ranked if i not in first]
-        return [int(i) for i in rng.permutation(first)[:k]] + rest[: max(0, k - len(first))]
-
-    def emotorch_policy(p: np.ndarray, domain: str, k: int, rng: np.random.Generator) -> list[int]:
-        return [catalog.index[r.item.id] for r in rank(catalog, p, stats, [domain], k, rng)[domain]]
-
-    policies: dict[str, Policy] = {"random": random_policy, "static": static_policy, "emotorch": emotorch_policy}
-    results = {name: Result() for name in policies}
-    oracle_result = Result()  # a reference, not a policy: it knows the hidden rates
-    policy_rngs = {name: np.random.default_rng([seed, i]) for i, name in enumerate(policies)}
-    click_rng = np.random.default_rng([seed, 99])
-    user_rng = np.random.default_rng([seed, 7])
-    started = time.perf_counter()
-    for round_ in range(rounds + eval_rounds):
-        learning = round_ < rounds
-        true_emotion = int(user_rng.choice(len(EMOTION_PRIOR), p=EMOTION_PRIOR))
-        p = noisy_prediction(true_emotion, len(EMOTION_PRIOR), user_rng)
+def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: bool = False,
+             store_dir: Path | None = None) -> dict[str, tuple[int, int, int, int]]:  # fmt: skip
+    """(likes, items shown, likes in the last third, shown in the last third) per policy."""
+    world_rng = np.random.default_rng([seed, 1])
+    rates = hidden_rates(catalog, world.mood_share, world_rng)
+    gap = evidence_for_accuracy(world.accuracy)
+    learners: dict[str, object] = {"emotorch": Learner(catalog), "blind": Learner(catalog, blind=True),
+                                   "popularity": popularity_policy(catalog)}  # fmt: skip
+    if variants:
+        learners |= {"item-only": Learner(catalog, shared=False), "no-decay": Learner(catalog, decay=False)}
+    if store_dir is not None:
+        learners["emotorch (store)"] = StoreLearner(catalog, store_dir)
+    static = static_policy(catalog)
+    names = [*learners, "static", "oracle"]
+    totals = {name: [0, 0, 0, 0] for name in names}
+    rngs = {name: np.random.default_rng([seed, 2, i]) for i, name in enumerate(names)}
+    user_rng = np.random.default_rng([seed, 3])
+    for t in range(rounds):
+        if world.drift and t == rounds // 2:
+            rates = hidden_rates(catalog, world.mood_share, np.random.default_rng([seed, 4]))
+        truth = int(user_rng.choice(len(EMOTION_PRIOR), p=EMOTION_PRIOR))
+        p = predict(truth, gap, user_rng)
         domain = DOMAINS[int(user_rng.integers(len(DOMAINS)))]
-        members = by_domain[domain]
-        oracle = capped_top(members[np.argsort(-(world.ctr[members] @ p))], catalog, k)
-        best = world.ctr[oracle, true_emotion].sum()
-        uniforms = click_rng.random(k)  # the same luck for every policy
-        oracle_result.record(
-            int((uniforms[: len(oracle)] < world.ctr[oracle, true_emotion]).sum()), len(oracle), learning
-        )
-        for name, policy in policies.items():
-            shown = policy(p, domain, k, policy_rngs[name])
-            rates = world.ctr[shown, true_emotion]
-            clicks = uniforms[: len(shown)] < rates
-            result = results[name]
-            result.record(int(clicks.sum()), len(shown), learning)
-            if not learning:
-                continue
-            result.regret.append((result.regret[-1] if result.regret else 0.0) + best - float(rates.sum()))
-            if name == "emotorch":
-                for row, clicked in zip(shown, clicks, strict=True):
-                    stats.add(row, p, float(clicked), float(not clicked))
-    results["oracle"] = oracle_result
-    return results, time.perf_counter() - started
+        rows = catalog.in_domain(domain)
+        luck = np.random.default_rng([seed, 5, t])  # the same user reaction draws for every policy
+        state = luck.bit_generator.state
+        for name in names:
+            if name == "static":
+                shown = static(p, domain, K, rngs[name])
+            elif name == "oracle":
+                shown = capped(rates[rows] @ p, rows, catalog, K)
+            else:
+                shown = learners[name].choose(p, domain, K, rngs[name])  # type: ignore[attr-defined]
+            luck.bit_generator.state = state
+            liked, dismissed = react(rates[shown, truth], luck)
+            if name in learners:
+                learners[name].learn(p, shown, liked, dismissed)  # type: ignore[attr-defined]
+            total = totals[name]
+            total[0] += len(liked)
+            total[1] += len(shown)
+            if t >= rounds - rounds // 3:
+                total[2] += len(liked)
+                total[3] += len(shown)
+    for learner in learners.values():
+        if isinstance(learner, StoreLearner):
+            learner.close()
+    return {name: (t[0], t[1], t[2], t[3]) for name, t in totals.items()}
 
 
-def regret_exponent(regret: list[float]) -> float:
-    """a in regret ~ t**a, fitted on the last 90 % of the rounds: 1 is linear (no learning), below 1 sublinear."""
-    r = np.asarray(regret, dtype=np.float64)
-    t = np.arange(1, len(r) + 1, dtype=np.float64)
-    keep = (t > len(r) / 10) & (r > 0)
-    if keep.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(t[keep]), np.log(r[keep]), 1)[0])
+def cells(grid: bool) -> list[World]:
+    """The worlds to run: the default one, or the whole grid (mood share x accuracy, and drift)."""
+    if not grid:
+        return [World(0.5, 0.73)]
+    default = World(0.5, 0.73)  # first: the variants (item-only, no-decay) and --store run on it
+    worlds = [World(m, a) for m in MOOD_SHARES for a in ACCURACIES] + [World(m, 0.73, True) for m in (0.25, 0.5, 0.8)]
+    return [default, *(w for w in worlds if w != default)]
 
 
-def summary(results: dict[str, Result], rounds: int) -> dict[str, dict[str, object]]:
-    """Figures per policy; the oracle, a reference and not a policy, is left to `reference`."""
-    window = max(rounds // 5, 1)
-    out: dict[str, dict[str, object]] = {}
-    for name, r in results.items():
-        if name == "oracle":
-            continue
-        first = r.regret[window - 1]
-        last = r.regret[-1] - r.regret[-window - 1] if rounds > window else r.regret[-1]
-        out[name] = {
-            "ctr": r.ctr,
-            "clicks": r.clicks,
-            "impressions": r.impressions,
-            "regret": r.regret,
-            "regret_first_window": first,
-            "regret_last_window": last,
-            "regret_exponent": regret_exponent(r.regret),
-            "ctr_last_window": r.window_ctr(window, r.impressions // max(rounds, 1)),
-            "ctr_after": r.ctr_after,
-            "after_clicks": r.after_clicks,
-            "after_impressions": r.after_impressions,
-        }
-    return out
+def per_100(likes: int, shown: int) -> float:
+    return 100.0 * likes / max(shown, 1)
 
 
-def reference(results: dict[str, Result]) -> dict[str, float]:
-    """The oracle's CTR: the ceiling for any policy that sees the same probability vectors."""
-    oracle = results["oracle"]
-    return {"ctr": oracle.ctr, "ctr_after": oracle.ctr_after}
-
-
-def policy_table(
-    figures: dict[str, dict[str, object]], oracle: dict[str, float], rounds: int, eval_rounds: int
-) -> list[str]:
-    window = max(rounds // 5, 1)
-    static, static_after = float(figures["static"]["ctr"]), float(figures["static"]["ctr_after"])  # type: ignore[arg-type]
-    lines = [
-        f"| policy | CTR, {rounds} learning rounds | vs static | CTR after {rounds} rounds ({eval_rounds} new users) "
-        f"| vs static | cumulative regret | regret, rounds 1-{window} | regret, last {window} rounds | last / first "
-        "| regret ~ t^a, a |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, f in figures.items():
-        ctr, after = float(f["ctr"]), float(f["ctr_after"])  # type: ignore[arg-type]
-        first, last = float(f["regret_first_window"]), float(f["regret_last_window"])  # type: ignore[arg-type]
-        total = f["regret"][-1]  # type: ignore[index]
-        lines.append(
-            f"| {name} | {ctr:.4f} | {ctr / static:.2f}x | {after:.4f} | {after / max(static_after, 1e-9):.2f}x | "
-            f"{total:.1f} | {first:.1f} | {last:.1f} | {last / max(first, 1e-9):.2f} | {f['regret_exponent']:.2f} |"
-        )
-    lines.append(
-        f"| (oracle: knows the hidden rates) | {oracle['ctr']:.4f} | {oracle['ctr'] / static:.2f}x | "
-        f"{oracle['ctr_after']:.4f} | {oracle['ctr_after'] / max(static_after, 1e-9):.2f}x | 0 | 0 | 0 | - | - |"
-    )
+def table(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> list[str]:
+    """One row per world: likes per 100 items shown (whole run / last third) per policy, and the gate."""
+    names = list(results[0][1])
+    lines = ["| mood share | accuracy | drift | " + " | ".join(names) + " | gate |",
+             "|---|---|---|" + "---|" * (len(names) + 1)]  # fmt: skip
+    for world, r in results:
+        row = [f"{per_100(r[n][0], r[n][1]):.2f} / {per_100(r[n][2], r[n][3]):.2f}" for n in names]
+        lines.append(f"| {world.mood_share:.0%} | {world.accuracy:.0%} | {'yes' if world.drift else 'no'} | "
+                     + " | ".join(row) + f" | {gate(world, r)} |")  # fmt: skip
     return lines
 
 
-def seed_table(by_seed: list[dict[str, object]], rounds: int) -> list[str]:
-    window = max(rounds // 5, 1)
-    lines = [
-        f"| seed | static CTR | EmoTorch CTR, learning | vs static | static CTR after | EmoTorch CTR after | vs static "
-        f"| oracle after, vs static | EmoTorch regret, rounds 1-{window} | last {window} rounds | last / first "
-        "| regret ~ t^a, a |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in by_seed:
-        lines.append(
-            f"| {row['seed']} | {row['static_ctr']:.4f} | {row['emotorch_ctr']:.4f} | {row['ratio']:.2f}x | "
-            f"{row['static_ctr_after']:.4f} | {row['emotorch_ctr_after']:.4f} | {row['ratio_after']:.2f}x | "
-            f"{row['oracle_ratio_after']:.2f}x | "
-            f"{row['regret_first_window']:.1f} | {row['regret_last_window']:.1f} | {row['regret_ratio']:.2f} | "
-            f"{row['regret_exponent']:.2f} |"
-        )
-    for label, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max)):
-        ratio = float(reduce([float(r["ratio"]) for r in by_seed]))  # type: ignore[arg-type]
-        after = float(reduce([float(r["ratio_after"]) for r in by_seed]))  # type: ignore[arg-type]
-        regret = float(reduce([float(r["regret_ratio"]) for r in by_seed]))  # type: ignore[arg-type]
-        oracle = float(reduce([float(r["oracle_ratio_after"]) for r in by_seed]))  # type: ignore[arg-type]
-        exponent = float(reduce([float(r["regret_exponent"]) for r in by_seed]))  # type: ignore[arg-type]
-        lines.append(
-            f"| {label} | | | {ratio:.2f}x | | | {after:.2f}x | {oracle:.2f}x | | | {regret:.2f} | {exponent:.2f} |"
-        )
-    return lines
+def gate(world: World, r: dict[str, tuple[int, int, int, int]]) -> str:
+    """Never worse than the emotion-blind learner where mood matters, never worse than static where it does not.
 
-
-def seed_row(seed: int, figures: dict[str, dict[str, object]], oracle: dict[str, float]) -> dict[str, object]:
-    static, emotorch = figures["static"], figures["emotorch"]
-    first, last = float(emotorch["regret_first_window"]), float(emotorch["regret_last_window"])  # type: ignore[arg-type]
-    return {
-        "seed": seed,
-        "static_ctr": static["ctr"],
-        "emotorch_ctr": emotorch["ctr"],
-        "ratio": float(emotorch["ctr"]) / float(static["ctr"]),  # type: ignore[arg-type]
-        "static_ctr_after": static["ctr_after"],
-        "emotorch_ctr_after": emotorch["ctr_after"],
-        "ratio_after": float(emotorch["ctr_after"]) / max(float(static["ctr_after"]), 1e-9),  # type: ignore[arg-type]
-        "regret_first_window": first,
-        "regret_last_window": last,
-        "regret_ratio": last / max(first, 1e-9),
-        "regret_exponent": emotorch["regret_exponent"],
-        "static_regret_exponent": static["regret_exponent"],
-        "oracle_ratio_after": oracle["ctr_after"] / max(float(static["ctr_after"]), 1e-9),  # type: ignore[arg-type]
-    }
+    'Worse' is judged on the whole run with a tolerance of two binomial standard errors (the runs are short).
+    """
+    emo = r["emotorch"][0] / r["emotorch"][1]
+    other = "blind" if world.mood_share > 0 else "static"
+    ref = r[other][0] / r[other][1]
+    tolerance = 2 * np.sqrt(max(ref * (1 - ref), 1e-9) / r[other][1])
+    return f"{'pass' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {other})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5000, help="learning rounds")
-    parser.add_argument("--eval-rounds", type=int, default=5000, help="new users served after learning")
-    parser.add_argument("--k", type=int, default=5, help="items shown per round")
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (seed, seed+1, ...)")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--rounds", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", action="store_true", help="every world: mood share x accuracy, and drift")
+    parser.add_argument("--store", action="store_true", help="also run EmoTorch through the real FeedbackStore")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.rounds < 5 or args.eval_rounds < 1 or args.k < 1 or args.seeds < 1:
-        parser.error("--rounds must be at least 5, --eval-rounds, --k and --seeds at least 1")
-    started = time.perf_counter()
-    runs = []
-    for seed in range(args.seed, args.seed + args.seeds):
-        results, _ = simulate(args.rounds, args.k, seed, args.eval_rounds)
-        runs.append((seed, summary(results, args.rounds), reference(results)))
+    if args.rounds < 30:
+        parser.error("--rounds must be at least 30")
+    catalog = load_catalog(DEFAULT_CATALOG)
+    started, results = time.perf_counter(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, world in enumerate(cells(args.grid)):
+            store_dir = Path(tmp) if args.store and i == 0 else None
+            results.append((world, simulate(catalog, world, args.rounds, args.seed, variants=i == 0,
+                                            store_dir=store_dir)))  # fmt: skip
+            if i == 0 and len(cells(args.grid)) > 1:
+                lines = table(results)
     seconds = time.perf_counter() - started
-    first_seed, figures, oracle = runs[0]
-    lines = [
-        f"Recommendation policies: {args.rounds} learning rounds, then {args.eval_rounds} new users, k={args.k}, "
-        f"seed{'s' if args.seeds > 1 else ''} {args.seed}"
-        + (f"-{args.seed + args.seeds - 1}" if args.seeds > 1 else "")
-        + f" ({seconds:.1f} s)",
-        "",
-        f"Seed {first_seed}:",
-        *policy_table(figures, oracle, args.rounds, args.eval_rounds),
-    ]
-    by_seed = [seed_row(seed, f, o) for seed, f, o in runs]
-    if args.seeds > 1:
-        lines += ["", "EmoTorch against the static map, every seed:", *seed_table(by_seed, args.rounds)]
-    print("\n".join(lines))  # noqa: T201 - a benchmark prints its table
+    out = [f"Likes per 100 items shown (whole run / last third), {args.rounds} rounds, k={K}, seed {args.seed} "
+           f"({seconds:.0f} s)", ""]  # fmt: skip
+    if len(results) > 1:
+        out += ["Default world, every policy:", *lines, "", "Every world:",
+                *table([(w, {n: r[n] for n in ("emotorch", "blind", "static", "popularity", "oracle")})
+                        for w, r in results])]  # fmt: skip
+    else:
+        out += table(results)
+    print("\n".join(out))  # noqa: T201 - a benchmark prints its table
     if args.json:
-        payload = {"rounds": args.rounds, "eval_rounds": args.eval_rounds, "k": args.k, "seed": first_seed,
-                   "policies": figures, "oracle": oracle, "seeds": by_seed}  # fmt: skip
-        args.json.write_text(json.dumps(payload) + "\n")
+        keys = ("likes", "shown", "likes_last_third", "shown_last_third")
+        payload = [{"mood_share": w.mood_share, "accuracy": w.accuracy, "drift": w.drift, "gate": gate(w, r),
+                    "policies": {n: dict(zip(keys, v, strict=True)) for n, v in r.items()}}
+                   for w, r in results]  # fmt: skip
+        args.json.write_text(json.dumps({"rounds": args.rounds, "seed": args.seed, "worlds": payload}) + "\n")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -50,3 +51,12 @@ async def refresh_model(state: StateDep, _: AdminDep) -> dict[str, Any]:
     """Re-read the served model's description (labels, metadata) from Triton now."""
     info = await state["triton"].model_info(refresh=True)
     return {"name": info.name, "version": info.version, "labels": list(info.labels)}
+
+
+@router.post("/learned-state/rebuild", responses={401: {}, 403: {}})
+async def rebuild_learned_state(state: StateDep, _: AdminDep) -> dict[str, Any]:
+    """Rebuild this process's learned state from the whole evidence log now (requests keep being served)."""
+    learned = state["store"].learned
+    started = time.perf_counter()
+    await run_in_threadpool(learned.rebuild)
+    return {"rebuilt": True, "seconds": round(time.perf_counter() - started, 3), "rows": learned.last_id}

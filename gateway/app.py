@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
+from gateway.abuse import ClientBudget
 from gateway.admin import router as admin_router
 from gateway.admission import Admission
 from gateway.analysis import Mode, abstain_threshold, analyse
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "0.1.0"
 RETENTION_INTERVAL_S = 3600.0  # how often old feedback is deleted
+LEARNED_STATE_WAIT_S = 5.0  # start-up waits this long for the learned state's first build, then serves anyway
 STATIC_DIR = Path(__file__).parent / "static"  # the demo page: every asset served from here, no CDN
 # The demo page may only talk to this origin and only use the camera here.
 DEMO_HEADERS = {
@@ -81,7 +83,9 @@ def create_app(
             settings.triton_url, settings.model_name, settings.triton_timeout_s, settings.retry_after_s
         )
         catalog = CatalogHolder(load_catalog(settings.catalog_path))  # a bad catalog stops start-up, naming the row
-        store = FeedbackStore(settings.database_url)
+        store = FeedbackStore(settings.database_url, half_life_days=settings.learning_half_life_days)
+        # The learned state builds in the background; a large log keeps ranking from the catalog until it is in.
+        await run_in_threadpool(store.start, catalog.current, LEARNED_STATE_WAIT_S)
         retention_s = settings.feedback_retention_days * 86400.0
 
         async def enforce_retention() -> None:
@@ -96,8 +100,9 @@ def create_app(
         retention = asyncio.create_task(enforce_retention())
         await client.wait_until_ready(settings.model_wait_s)
         try:
+            budget = ClientBudget(settings.counted_per_client_hour)
             yield {"settings": settings, "triton": client, "detector": face_detector, "metrics": metrics,
-                   "catalog": catalog, "store": store}  # fmt: skip
+                   "catalog": catalog, "store": store, "budget": budget}  # fmt: skip
         finally:
             retention.cancel()
             await client.close()

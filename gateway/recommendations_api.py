@@ -12,10 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gateway.analysis import Mode, analyse
+from gateway.catalog import ILLUSTRATIVE
+from gateway.clientip import client_key
 from gateway.errors import BadInputError, NotFoundError, UnprocessableError, UnsupportedMediaTypeError
-from gateway.feedback import ItemNotRecommendedError, UnknownRecommendationError
+from gateway.feedback import ItemNotRecommendedError, Shown, UnknownRecommendationError
 from gateway.privacy import SESSION_ID_PATTERN, new_session_id, session_digest
-from gateway.recommendation import align, rank
+from gateway.recommendation import Ranked, align, is_unclear, rank
 from gateway.schemas import (
     ALL_DOMAINS,
     UNCERTAIN,
@@ -94,17 +96,20 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         vector = align(probabilities, catalog.labels)
     except ValueError as e:
         raise UnprocessableError(str(e)) from e
-    stats = await run_in_threadpool(state["store"].stats, catalog)
+    posterior = await run_in_threadpool(state["store"].posterior, catalog)
     seed = state["settings"].recommendation_seed
-    uncertain = face is not None and face.uncertain
-    ranked = rank(catalog, vector, stats, list(dict.fromkeys(query.domains)), query.k, np.random.default_rng(seed),
-                  uncertain=uncertain)  # fmt: skip
+    uncertain = (face is not None and face.uncertain) or is_unclear(vector)
+    ranked = rank(catalog, vector, posterior, list(dict.fromkeys(query.domains)), query.k,
+                  np.random.default_rng(seed), uncertain=uncertain)  # fmt: skip
     normalised = {label: float(p) for label, p in zip(catalog.labels, vector, strict=True)}
-    items = [(r.item.id, domain) for domain, rows in ranked.items() for r in rows]
+    shown = [Shown(r.item.id, domain, position, r.propensity)
+             for domain, rows in ranked.items() for position, r in enumerate(rows)]  # fmt: skip
     session_id = await run_in_threadpool(_session_for, query.session_id, state)
     version = model.version if model else None
-    recommendation_id = await run_in_threadpool(state["store"].save_recommendation, normalised, items,
-                                                session_digest(session_id), version)  # fmt: skip
+    client = _client(request)
+    recommendation_id = await run_in_threadpool(state["store"].save_recommendation, normalised, shown,
+                                                session_digest(session_id), version,
+                                                lambda: state["budget"].allow(client))  # fmt: skip
     mood = catalog.labels[int(np.argmax(vector))]
     for domain, rows in ranked.items():
         state["metrics"].recommended_items.labels(domain=domain, emotion=mood).inc(len(rows))
@@ -114,23 +119,21 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         emotion=EmotionEstimate(
             label=UNCERTAIN if uncertain else mood, uncertain=uncertain, probabilities=normalised, source=source
         ),  # fmt: skip
-        domains={
-            domain: [
-                RecommendedItem(
-                    item_id=r.item.id,
-                    title=r.item.title,
-                    category=r.item.category,
-                    tags=list(r.item.tags),
-                    score=round(r.score, 4),
-                    reason=r.reason,
-                )
-                for r in rows
-            ]
-            for domain, rows in ranked.items()
-        },  # fmt: skip
+        domains={domain: [_item(r) for r in rows] for domain, rows in ranked.items()},
         model=model,
         face=face,
     )
+
+
+def _item(r: Ranked) -> RecommendedItem:
+    return RecommendedItem(item_id=r.item.id, title=r.item.title, category=r.item.category, tags=list(r.item.tags),
+                           score=round(r.score, 4), reason=r.reason, source=r.item.source,
+                           illustrative=r.item.source == ILLUSTRATIVE)  # fmt: skip
+
+
+def _client(request: Request) -> str:
+    """The bounded client key the rate limit uses (the address ClientAddress parsed)."""
+    return client_key(str(request.client.host if request.client else "unknown"))
 
 
 def _session_for(given: str | None, state: State) -> str:
@@ -222,15 +225,16 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
         429: {"description": "too many requests from this client; see Retry-After"},
     },
 )
-async def feedback(body: FeedbackRequest, state: StateDep, response: Response) -> FeedbackRecorded:
+async def feedback(body: FeedbackRequest, state: StateDep, request: Request, response: Response) -> FeedbackRecorded:
     """Record what happened to a recommended item (impression, click, like, dismiss, purchase).
 
     It needs the session_id the recommendation came with: a recommendation of another session is not found.
     """
     digest = session_digest(body.session_id)
     try:
+        client = _client(request)
         recorded = await run_in_threadpool(state["store"].record, body.recommendation_id, body.item_id, body.event,
-                                           digest)  # fmt: skip
+                                           digest, lambda: state["budget"].allow(client))  # fmt: skip
     except UnknownRecommendationError as e:
         raise NotFoundError(f"no recommendation {body.recommendation_id!r} in this session") from e
     except ItemNotRecommendedError as e:
@@ -239,10 +243,10 @@ async def feedback(body: FeedbackRequest, state: StateDep, response: Response) -
         ) from e
     if recorded.duplicate:
         response.status_code = 200
-        return FeedbackRecorded(recorded=False, event_id=recorded.event_id)
+        return FeedbackRecorded(recorded=False, event_id=recorded.event_id, counted=False)
     domain = _domain_of(body.item_id, state)
     state["metrics"].feedback_events.labels(event=body.event, domain=domain, emotion=recorded.emotion).inc()
-    return FeedbackRecorded(recorded=True, event_id=recorded.event_id)
+    return FeedbackRecorded(recorded=True, event_id=recorded.event_id, counted=recorded.counted)
 
 
 def _domain_of(item_id: str, state: State) -> str:

@@ -108,7 +108,9 @@ class RecommendedItem(BaseModel):
     category: str
     tags: list[str]
     score: float = Field(description="sampled expected click-through under the emotion distribution")
-    reason: str
+    reason: str = Field(description="the emotion(s) that carry the score; says when the face was unclear")
+    source: str = Field(description="where the catalog row comes from (a package and version, or 'illustrative')")
+    illustrative: bool = Field(description="true: an invented example item, not a real product, place or song")
 
 
 class EmotionEstimate(BaseModel):
@@ -147,6 +149,10 @@ class FeedbackRequest(BaseModel):
 class FeedbackRecorded(BaseModel):
     recorded: bool = Field(description="false when this very event was already stored: it is stored once")
     event_id: int
+    counted: bool = Field(
+        description="whether it changed what is learned for everyone: one vote per item per session, at most 10 "
+        "per session and 60 an hour per client; later ones are stored (and erasable) but not counted"
+    )
 
 
 class AbstentionPolicy(BaseModel):

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///emotorch-feedback.db", description="feedback store (SQLAlchemy URL)")
     catalog_path: Path = Field(DEFAULT_CATALOG, description="recommendation catalog CSV")
     recommendation_seed: int | None = Field(None, description="fixed seed: deterministic rankings (tests)")
+    learning_half_life_days: float | None = Field(
+        30.0, gt=0, description="feedback's weight in learning halves every this many days (null: no decay)"
+    )
+    counted_per_client_hour: int = Field(
+        60, ge=0, description="feedback events and recommendations per client an hour that count toward learning"
+    )
     feedback_retention_days: float = Field(365.0, gt=0, description="feedback older than this is deleted")
     rate_limit_per_s: float = Field(20.0, ge=0, description="requests per second per client on /v1/ (0: off)")
     rate_limit_burst: int = Field(40, ge=1, description="requests a client may burst above the rate")

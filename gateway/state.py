@@ -7,6 +7,7 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 from starlette.datastructures import FormData
 
+from gateway.abuse import ClientBudget
 from gateway.catalog import Catalog
 from gateway.detection import FaceDetector
 from gateway.errors import ConsentRequiredError, UnprocessableError
@@ -23,6 +24,7 @@ class State(TypedDict):
     metrics: GatewayMetrics
     catalog: Catalog
     store: FeedbackStore
+    budget: ClientBudget  # counted votes and impressions per client (gateway/abuse.py)
 
 
 class CatalogHolder:
@@ -40,6 +42,7 @@ def get_state(request: Request) -> State:
         metrics=request.state.metrics,
         catalog=request.state.catalog.current,
         store=request.state.store,
+        budget=request.state.budget,
     )
 
 

@@ -220,6 +220,13 @@ function itemRow(recommendationId, item) {
   const reason = document.createElement("span");
   reason.className = "reason";
   reason.textContent = item.reason;
+  if (item.illustrative) {
+    // Invented example items are labelled as such; the movies are real films (see the catalog's provenance).
+    const badge = document.createElement("span");
+    badge.className = "illustrative";
+    badge.textContent = "illustrative example";
+    title.append(" ", badge);
+  }
   const actions = document.createElement("span");
   actions.className = "actions";
   for (const [event, text] of [["like", "Like"], ["dismiss", "Dismiss"]]) {

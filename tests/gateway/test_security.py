@@ -59,7 +59,10 @@ def test_admin_routes_need_the_token(tmp_path: Path) -> None:
         assert client.post("/v1/admin/catalog/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
         admin = {"Authorization": "Bearer s3cret"}
         ok = client.post("/v1/admin/catalog/reload", headers=admin)
-        assert ok.status_code == 200 and ok.json()["items"] == 330
+        assert ok.status_code == 200 and ok.json()["items"] == len(DEFAULT_CATALOG.read_text().splitlines()) - 1
+        assert client.post("/v1/admin/learned-state/rebuild").status_code == 401
+        rebuilt = client.post("/v1/admin/learned-state/rebuild", headers=admin)
+        assert rebuilt.status_code == 200 and rebuilt.json()["rebuilt"] is True
         # A reloaded catalog is used by the next request; a broken one is refused and the old one stays.
         lines = DEFAULT_CATALOG.read_text().splitlines()
         catalog.write_text("\n".join([lines[0], *[line for line in lines if line.startswith("song-upbeat-pop-0")]]))

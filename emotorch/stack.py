@@ -17,6 +17,7 @@ from pathlib import Path
 
 from emotorch import monitoring, processes, triton_server
 from emotorch.triton_server import TritonPorts
+from pipelines import tracking
 
 logger = logging.getLogger(__name__)
 
@@ -50,32 +51,21 @@ def tool_environment() -> dict[str, str]:
     """Environment for pipeline tools: this venv's bin first (dvc stages call `python`), telemetry off."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("EMOTORCH_PYTHON", sys.executable)  # pipelines/stage.sh runs the stages with it
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     return env
 
 
 def ensure_model(config: StackConfig) -> None:
-    """Build and publish a model with `dvc repro` when none is published."""
-    if published_versions(config.repository, config.model_name):
-        return
-    logger.info("no published model in %s: building one with `dvc repro`", config.repository)
-    dvc = [sys.executable, "-m", "dvc"]
-    env = tool_environment()
-    subprocess.run([*dvc, "repro"], cwd=config.project_dir, env=env, check=True)
-    if not published_versions(config.repository, config.model_name):
-        # The pipeline was up to date but the repository was emptied: publish the built model again.
-        subprocess.run(
-            [*dvc, "repro", "--force", "--single-item", "publish"],
-            cwd=config.project_dir,
-            env=env,
-            check=True,
-        )
+    """Reproduce the pipeline with `dvc repro` before serving: it builds a model when none exists, and its
+    release stage (which runs every time) makes the repository and the `champion` alias match the decision."""
+    logger.info("reconciling the model repository with `dvc repro`")
+    subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=config.project_dir, env=tool_environment(), check=True)
     if not published_versions(config.repository, config.model_name):
         raise RuntimeError(
             f"no model is published in {config.repository}: the last trained model was not promoted "
-            "(see metrics/promotion.json). Retrain (`dvc repro --force train`) or publish the champion by hand "
-            "(`python -m pipelines.publish --help`)."
+            "(see metrics/promotion.json). Retrain (`dvc repro --force train`) or relax the gate in params.yaml."
         )
 
 
@@ -106,7 +96,7 @@ def _start_observability(config: StackConfig, children: list[tuple[str, subproce
         urls["prometheus"] = f"http://127.0.0.1:{config.prometheus_port}  (log {state / 'prometheus.log'})"
     mlflow_ui = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(config.mlflow_port),
-         "--backend-store-uri", f"sqlite:///{config.project_dir / 'mlflow.db'}"],
+         "--backend-store-uri", tracking.tracking_uri()],
         cwd=config.project_dir, env=tool_environment(), start_new_session=True,
         stdout=(state / "mlflow.log").open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip

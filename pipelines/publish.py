@@ -283,6 +283,26 @@ def release(args: argparse.Namespace, params: PublishParams, decision: dict[str,
     return receipt
 
 
+def publish_by_hand(args: argparse.Namespace, params: PublishParams) -> dict[str, Any]:
+    """Publish the model as a new version and load it (an operator's tool, e.g. a hot swap); the registry is
+    left alone, so the next `dvc repro` serves the champion again."""
+    export_metadata = json.loads(args.metadata.read_text())
+    export_metadata["lineage"] = lineage(export_metadata.get("data_fingerprint", "unknown"))
+    version, previous = publish_version(args.repository, args.model, export_metadata, params)
+    logger.info("published %s version %d in %s (by hand)", params.model_name, version, args.repository)
+    receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
+                               "by_hand": True, "loaded_by_triton": False}  # fmt: skip
+    if args.triton_url:
+        try:
+            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model,
+                                                             dims=input_dims(export_metadata))  # fmt: skip
+            receipt["loaded_by_triton"] = True
+        except PublishError as e:
+            rollback(args.repository, params, version, previous)
+            raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
+    return receipt
+
+
 def _restore(model_dir: Path, previous: PreviousConfigs) -> None:
     for path, text in previous.items():
         if text is not None:
@@ -296,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metadata", type=Path, required=True, help="export metadata JSON")
     parser.add_argument("--repository", type=Path, required=True, help="Triton model repository root")
     parser.add_argument("--receipt", type=Path, required=True, help="JSON receipt to write")
-    parser.add_argument("--promotion", type=Path, required=True, help="promotion.json of the promote step")
+    parser.add_argument("--promotion", type=Path, default=None,
+                        help="promotion.json of the promote step (the release stage); without it, publish the model as "
+                             "a new version by hand (no registry change; the next `dvc repro` restores the champion)")
     parser.add_argument(
         "--triton-url",
         default=os.environ.get("EMOTORCH_PUBLISH_TRITON_URL"),
@@ -305,8 +327,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging()
     params = PublishParams.from_yaml(args.params)
-    decision = json.loads(args.promotion.read_text())
     args.receipt.parent.mkdir(parents=True, exist_ok=True)
+    if args.promotion is None:
+        receipt = publish_by_hand(args, params)
+        args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
+        return
+    decision = json.loads(args.promotion.read_text())
     if decision["promoted"]:
         receipt = release(args, params, decision)
     else:

@@ -20,13 +20,22 @@ from tests.integration.conftest import PROJECT_ROOT, make_project, run_dvc
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_second_repro_does_nothing(pipeline_project: Path) -> None:
+def test_second_repro_changes_nothing(pipeline_project: Path) -> None:
+    """Every data stage is skipped; the release stage always runs (it reconciles state DVC cannot see) and
+    finds the champion already published: no new version, the same receipt."""
+    before = json.loads((pipeline_project / "metrics" / "publish.json").read_text())
+    lock = (pipeline_project / "dvc.lock").read_text()
     result = run_dvc(pipeline_project, "repro")
     assert result.returncode == 0, result.stderr
-    for stage in ("generate", "ingest", "validate", "train", "evaluate", "export", "promote", "publish"):
+    for stage in ("generate", "ingest", "validate", "train", "evaluate", "export"):
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout
-    assert "Data and pipelines are up to date." in result.stdout
-    assert not any("Running stage" in line for line in result.stdout.splitlines())
+    ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["release"]
+    assert "already holds this model: serving it, nothing new published" in result.stdout + result.stderr
+    after = json.loads((pipeline_project / "metrics" / "publish.json").read_text())
+    assert (after["version"], after["registry_version"], after["newly_published"]) == (before["version"],
+                                                                                      before["registry_version"], False)
+    assert (pipeline_project / "dvc.lock").read_text() == lock
 
 
 def test_data_metrics_count_every_label_in_every_split(pipeline_project: Path) -> None:
@@ -165,7 +174,7 @@ def test_worse_challenger_is_rejected_and_nothing_is_published(pipeline_project:
     result = run_dvc(pipeline_project, "repro")
     assert result.returncode == 0, result.stderr
     ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
-    assert ran == ["train", "evaluate", "export", "promote", "publish"]  # a train param reruns train onwards only
+    assert ran == ["train", "evaluate", "export", "release"]  # a train param reruns train onwards only
 
     decision = json.loads((pipeline_project / "metrics" / "promotion.json").read_text())
     assert decision["promoted"] is False

@@ -15,17 +15,15 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from pipelines.logs import configure_logging
 from pipelines.model_card import build_card, render_markdown
 from pipelines.tracking import CHECKPOINT_TAG, PROJECT_ROOT, client, file_sha256, git_commit
 from pipelines.triton_config import LIBTORCH_CONFIG, PYTHON_CONFIG, PublishParams, input_dims, render_config
+from pipelines.triton_load import PublishError, load_and_verify
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +33,6 @@ STAGING_PREFIX = ".staging-"
 
 # What a publish leaves as it was found when it rolls back: each model-level config's previous text (None: absent).
 PreviousConfigs = dict[Path, str | None]
-
-
-class PublishError(RuntimeError):
-    """The new version could not be published or did not serve correctly; the previous one is untouched."""
 
 
 HIGH_WATER = ".last_version"  # the highest version ever published here: numbers are never reused
@@ -184,44 +178,6 @@ def rollback(repository: Path, params: PublishParams, version: int, previous: Pr
             _write_atomic(model_dir / path, text)
         else:
             (model_dir / path).unlink(missing_ok=True)
-
-
-def load_and_verify(
-    triton_url: str,
-    params: PublishParams,
-    version: int,
-    model_pt: Path,
-    timeout_s: float = 120.0,
-    dims: list[int] | None = None,
-) -> float:
-    """Ask Triton to load the newest version, wait for it, and compare its outputs with TorchScript's."""
-    import torch
-    import tritonclient.http as triton_http
-    from tritonclient.utils import InferenceServerException
-
-    client = triton_http.InferenceServerClient(triton_url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    try:
-        client.load_model(params.model_name)
-        deadline = time.monotonic() + timeout_s
-        while not client.is_model_ready(params.model_name, str(version)):
-            if time.monotonic() > deadline:
-                raise PublishError(f"version {version} not ready in Triton after {timeout_s:.0f} s")
-            time.sleep(0.2)
-        samples = np.random.default_rng(version).integers(0, 256, size=(64, *(dims or [1, 48, 48])), dtype=np.uint8)
-        infer_input = triton_http.InferInput("image", list(samples.shape), "UINT8")
-        infer_input.set_data_from_numpy(samples)
-        result = client.infer(params.model_name, [infer_input], model_version=str(version))
-        served = result.as_numpy("probabilities")
-    except InferenceServerException as e:
-        raise PublishError(f"Triton at {triton_url} failed to load/serve version {version}: {e}") from e
-    finally:
-        client.close()
-    with torch.no_grad():
-        expected = torch.jit.load(str(model_pt), map_location="cpu")(torch.from_numpy(samples)).numpy()
-    max_diff = float(np.abs(served - expected).max())
-    if not max_diff <= 1e-5:
-        raise PublishError(f"Triton's outputs for version {version} differ from TorchScript by {max_diff:.3g}")
-    return max_diff
 
 
 def _log_model_card(mlflow_client: Any, version_dir: Path, run_id: str) -> None:

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from emotorch import triton_server
 from emotorch.triton_server import TritonPorts
@@ -72,9 +74,14 @@ def assert_agreement(project: Path, http_url: str | None) -> dict:
     receipt = json.loads((project / "metrics" / "publish.json").read_text())
     metadata = json.loads((project / "model_repository" / "emotion" / str(receipt["version"]) /
                            "metadata.json").read_text())  # fmt: skip
+    assert metadata["lineage"]["data_fingerprint"] == metadata["data_fingerprint"]
     assert receipt["registry_version"] == champion_alias(project) == metadata["registry_version"]
-    config = (project / "model_repository" / "emotion" / "config.pbtxt").read_text()
-    assert f"specific: {{ versions: [ {receipt['version']} ] }}" in config
+    version_dir = project / "model_repository" / "emotion" / str(receipt["version"])
+    config = text_format.Parse((version_dir.parent / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert list(config.version_policy.specific.versions) == [receipt["version"]]
+    # The served version's own metadata and card, rendered from its folder (also after a rollback).
+    assert json.loads(config.parameters["metadata"].string_value)["version"] == receipt["version"]
+    assert config.parameters["model_card"].string_value == (version_dir / "model_card.md").read_text()
     if http_url is not None:
         assert served_version(http_url) == str(receipt["version"])
     return receipt

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.logs import configure_logging
 from pipelines.model_card import build_card, render_markdown
-from pipelines.tracking import CHECKPOINT_TAG, PROJECT_ROOT, client, file_sha256, git_commit
+from pipelines.tracking import CHECKPOINT_TAG, PROJECT_ROOT, client, file_sha256, find_run, git_commit, store_exists
 from pipelines.triton_config import LIBTORCH_CONFIG, PYTHON_CONFIG, PublishParams, input_dims, render_config
 from pipelines.triton_load import PublishError, load_and_verify
 
@@ -244,6 +244,10 @@ def publish_by_hand(args: argparse.Namespace, params: PublishParams) -> dict[str
     left alone, so the next `dvc repro` serves the champion again."""
     export_metadata = json.loads(args.metadata.read_text())
     export_metadata["lineage"] = lineage(export_metadata.get("data_fingerprint", "unknown"))
+    mlflow_client = client() if store_exists() and CHECKPOINT_TAG in export_metadata else None
+    run_id = find_run(mlflow_client, export_metadata[CHECKPOINT_TAG]) if mlflow_client is not None else None
+    if run_id is not None:  # the version's lineage still names the run that trained it
+        export_metadata["run_id"] = run_id
     version, previous = publish_version(args.repository, args.model, export_metadata, params)
     logger.info("published %s version %d in %s (by hand)", params.model_name, version, args.repository)
     receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
@@ -256,6 +260,8 @@ def publish_by_hand(args: argparse.Namespace, params: PublishParams) -> dict[str
         except PublishError as e:
             rollback(args.repository, params, version, previous)
             raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
+    if run_id is not None:
+        _log_model_card(mlflow_client, args.repository / params.model_name / str(version), run_id)
     return receipt
 
 

@@ -28,6 +28,12 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+def store_exists() -> bool:
+    """Whether the tracking store exists (a by-hand publish must not create an empty SQLite database)."""
+    uri = tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
+
+
 def artifact_root() -> str:
     """Where the experiment stores artifacts when it is created here (a URI)."""
     return (PROJECT_ROOT / "mlruns").as_uri()

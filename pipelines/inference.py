@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -68,48 +67,25 @@ SERIALIZATION_ID = ".data/serialization_id"
 
 
 def save_scripted(scripted: torch.jit.ScriptModule, path: Path) -> None:
-    """Save TorchScript byte-for-byte reproducibly: the same graph and weights give the same file.
+    """Save TorchScript byte-for-byte reproducibly: the same graph and weights give the same file anywhere.
 
-    torch writes a random `serialization_id` record into every archive; it is replaced by one derived from
-    the archive's other records (same length, CRCs fixed), which is all torch uses it for. The order of
-    module constants also depends on Python's string hashing: the stage wrapper sets PYTHONHASHSEED=0.
+    torch writes a random `serialization_id` record and, in `*.debug_pkl` records, the absolute paths of the
+    source files (which differ between clones). The archive is rewritten without the debug records (they only
+    decorate error messages) and with an id derived from its content. The order of module constants depends
+    on Python's string hashing: the stage wrapper sets PYTHONHASHSEED=0.
     """
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
-    data = bytearray(buffer.getvalue())
-    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
-        (name,) = [n for n in archive.namelist() if n.endswith(SERIALIZATION_ID)]
-        old = archive.read(name)
-        digest = hashlib.sha256()
-        for other in sorted(n for n in archive.namelist() if n != name):
-            digest.update(other.encode() + archive.read(other))
-    new = str(int(digest.hexdigest(), 16)).encode()[: len(old)].rjust(len(old), b"0")
-    crc_old, crc_new = zlib.crc32(old).to_bytes(4, "little"), zlib.crc32(new).to_bytes(4, "little")
-    encoded = name.encode()
-    for at in _occurrences(data, encoded):
-        if data[at - 46 : at - 42] == b"PK\x01\x02":  # central directory entry: CRC at +16
-            _replace(data, at - 46 + 16, crc_old, crc_new)
-        elif data[at - 30 : at - 26] == b"PK\x03\x04":  # local header: CRC at +14, the record after the extra field
-            if data[at - 16 : at - 12] != b"\0\0\0\0":  # zero: the CRC is in a data descriptor after the record
-                _replace(data, at - 16, crc_old, crc_new)
-            start = at + len(encoded) + int.from_bytes(data[at - 2 : at], "little")
-            _replace(data, start, old, new)
-            end = start + len(old)
-            descriptor = end + 4 if data[end : end + 4] == b"PK\x07\x08" else end
-            if data[at - 16 : at - 12] == b"\0\0\0\0":
-                _replace(data, descriptor, crc_old, crc_new)
-    path.write_bytes(bytes(data))
-
-
-def _occurrences(data: bytearray, needle: bytes) -> list[int]:
-    found, at = [], data.find(needle)
-    while at != -1:
-        found.append(at)
-        at = data.find(needle, at + 1)
-    return found
-
-
-def _replace(data: bytearray, at: int, old: bytes, new: bytes) -> None:
-    if bytes(data[at : at + len(old)]) != old:
-        raise RuntimeError("unexpected TorchScript archive layout; cannot make it reproducible")
-    data[at : at + len(new)] = new
+    with zipfile.ZipFile(buffer) as archive:
+        records = [(n, archive.read(n)) for n in archive.namelist() if not n.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for name, data in records:
+        if not name.endswith(SERIALIZATION_ID):
+            digest.update(name.encode() + data)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in records:
+            if name.endswith(SERIALIZATION_ID):
+                data = str(int(digest.hexdigest(), 16)).encode()[: len(data)].rjust(len(data), b"0")
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    path.write_bytes(out.getvalue())

@@ -10,6 +10,7 @@ TorchScript's; on failure the new version is removed again and the previous one 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ def publish_version(
                 "run_id",
                 "registry_version",
                 CHECKPOINT_TAG,
+                MODEL_KEY,
                 "lineage",
                 "evaluation",
                 "data_fingerprint",
@@ -187,6 +189,14 @@ def _log_model_card(mlflow_client: Any, version_dir: Path, run_id: str) -> None:
         mlflow_client.log_artifact(run_id, str(version_dir / "model_card.json"), artifact_path="model_card")
 
 
+MODEL_KEY = "release_sha256"
+
+
+def release_sha256(model: Path, metadata: Path) -> str:
+    """Content identity of what a version serves: the TorchScript bytes and the export metadata."""
+    return hashlib.sha256(model.read_bytes() + b"\0" + metadata.read_bytes()).hexdigest()
+
+
 def lineage(data_fingerprint: str) -> dict[str, str]:
     """Where a published version comes from, for a person following it back: commit, pipeline lock, data."""
     return {"git_commit": git_commit(), "dvc_lock_sha256": file_sha256(PROJECT_ROOT / "dvc.lock"),
@@ -203,11 +213,14 @@ def release(args: argparse.Namespace, params: PublishParams, decision: dict[str,
     export_metadata = json.loads(args.metadata.read_text())
     challenger = decision["challenger"]
     mlflow_client = client()
-    existing = version_of(args.repository, params.model_name, export_metadata[CHECKPOINT_TAG])
+    # The served bytes and their metadata (temperature, threshold, card) identify a release, not the checkpoint
+    # alone: re-evaluating the same weights with other params must publish a new version.
+    model_sha256 = release_sha256(args.model, args.metadata)
+    existing = version_of(args.repository, params.model_name, model_sha256, MODEL_KEY)
     previous: PreviousConfigs | None = None
     if existing is None:
         metadata = export_metadata | {"registry_version": challenger["registry_version"],
-                                      "run_id": challenger["run_id"],
+                                      "run_id": challenger["run_id"], MODEL_KEY: model_sha256,
                                       "lineage": lineage(export_metadata["data_fingerprint"])}  # fmt: skip
         version, previous = publish_version(args.repository, args.model, metadata, params)
         logger.info("published %s version %d in %s", params.model_name, version, args.repository)
@@ -244,6 +257,7 @@ def publish_by_hand(args: argparse.Namespace, params: PublishParams) -> dict[str
     left alone, so the next `dvc repro` serves the champion again."""
     export_metadata = json.loads(args.metadata.read_text())
     export_metadata["lineage"] = lineage(export_metadata.get("data_fingerprint", "unknown"))
+    export_metadata[MODEL_KEY] = release_sha256(args.model, args.metadata)
     mlflow_client = client() if store_exists() and CHECKPOINT_TAG in export_metadata else None
     run_id = find_run(mlflow_client, export_metadata[CHECKPOINT_TAG]) if mlflow_client is not None else None
     if run_id is not None:  # the version's lineage still names the run that trained it

@@ -84,6 +84,7 @@ def test_training_is_tracked_in_mlflow_and_registered(pipeline_project: Path) ->
     assert run.data.params["model"] == "small" and run.data.params["epochs"] == "8"
     assert run.data.tags["data_fingerprint"] == metadata["data_fingerprint"]
     assert {"git_commit", "dvc_lock_sha256"} <= set(run.data.tags) and run.data.tags["promotion"] == "promoted"
+    assert run.data.tags["checkpoint_sha256"] == metadata["checkpoint_sha256"]  # how later stages find the run
     assert len(client.get_metric_history(run.info.run_id, "val_macro_f1")) == 8  # one point per epoch
     artifacts = {a.path for folder in ("torchscript", "training", "evaluation")
                  for a in client.list_artifacts(run.info.run_id, folder)}  # fmt: skip
@@ -91,6 +92,7 @@ def test_training_is_tracked_in_mlflow_and_registered(pipeline_project: Path) ->
         "torchscript/model.pt",
         "training/training.csv",
         "training/training.png",
+        "training/weights_origin.json",
         "evaluation/confusion.png",
         "evaluation/per_class.csv",
         "evaluation/reliability.csv",

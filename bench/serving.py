@@ -64,10 +64,11 @@ from emotorch import processes, triton_server  # noqa: E402
 from emotorch.triton_server import TritonPorts  # noqa: E402
 from gateway.detection import HaarFaceDetector  # noqa: E402
 from gateway.imaging import FER_MARGIN, crop_to_fer, decode_grayscale  # noqa: E402
-from pipelines.export import ServingModel, script  # noqa: E402
+from pipelines.inference import ServingModel, script  # noqa: E402
 from pipelines.labels import LABELS  # noqa: E402
 from pipelines.model import MODELS, build_model  # noqa: E402
-from pipelines.publish import PublishParams, publish_version  # noqa: E402
+from pipelines.publish import publish_version
+from pipelines.triton_config import PublishParams  # noqa: E402
 
 logger = logging.getLogger("bench.serving")
 

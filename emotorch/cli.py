@@ -81,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser(
         "up",
-        help="build a model if none is published, start Triton and the gateway",
-        description="Bring the local stack up; Ctrl-C stops everything.",
+        help="reproduce the pipeline, then start Triton, the gateway, Prometheus and the MLflow UI",
+        description="Bring the local stack up: `dvc repro` (builds the emotion model and MTCNN's networks when "
+        "missing, and makes the model repository and MLflow's champion match the pipeline's decision), then "
+        "Triton Inference Server (the model repository), the gateway (API, demo page, /metrics), Prometheus "
+        "(scraping both, with the project's rules; skipped with a warning when not installed) and the MLflow UI "
+        "(one worker, opened on the training runs). Prints each URL when all are ready; Ctrl-C stops everything.",
     )
     up.add_argument("--port", type=int, default=8080, help="gateway port (default %(default)s)")
     up.add_argument("--model-repository", type=Path, default=Path("model_repository"))

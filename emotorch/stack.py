@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -10,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from emotorch import monitoring, processes, triton_server
 from emotorch.triton_server import TritonPorts
+from pipelines import tracking
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ def tool_environment() -> dict[str, str]:
     """Environment for pipeline tools: this venv's bin first (dvc stages call `python`), telemetry off."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("EMOTORCH_PYTHON", sys.executable)  # pipelines/stage.sh runs the stages with it
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     return env
@@ -70,26 +75,14 @@ def ensure_detector(config: StackConfig) -> None:
 
 
 def ensure_model(config: StackConfig) -> None:
-    """Build and publish a model with `dvc repro` when none is published."""
-    if published_versions(config.repository, config.model_name):
-        return
-    logger.info("no published model in %s: building one with `dvc repro`", config.repository)
-    dvc = [sys.executable, "-m", "dvc"]
-    env = tool_environment()
-    subprocess.run([*dvc, "repro"], cwd=config.project_dir, env=env, check=True)
-    if not published_versions(config.repository, config.model_name):
-        # The pipeline was up to date but the repository was emptied: publish the built model again.
-        subprocess.run(
-            [*dvc, "repro", "--force", "--single-item", "publish"],
-            cwd=config.project_dir,
-            env=env,
-            check=True,
-        )
+    """Reproduce the pipeline with `dvc repro` before serving: it builds a model when none exists, and its
+    release stage (which runs every time) makes the repository and the `champion` alias match the decision."""
+    logger.info("reconciling the model repository with `dvc repro`")
+    subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=config.project_dir, env=tool_environment(), check=True)
     if not published_versions(config.repository, config.model_name):
         raise RuntimeError(
             f"no model is published in {config.repository}: the last trained model was not promoted "
-            "(see metrics/promotion.json). Retrain (`dvc repro --force train`) or publish the champion by hand "
-            "(`python -m pipelines.publish --help`)."
+            "(see metrics/promotion.json). Retrain (`dvc repro --force train`) or relax the gate in params.yaml."
         )
 
 
@@ -122,16 +115,31 @@ def _start_observability(config: StackConfig, children: list[tuple[str, subproce
         children.append(("prometheus", prometheus))
         monitoring.wait_until_ready(prometheus, config.prometheus_port)
         urls["prometheus"] = f"http://127.0.0.1:{config.prometheus_port}  (log {state / 'prometheus.log'})"
+    # One web worker and no job runners: by default `mlflow ui` is 15 processes and ~2.2 GiB (PSS) on this
+    # machine, for GenAI jobs a training project never submits; like this it is 2 processes and ~380 MiB.
     mlflow_ui = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(config.mlflow_port),
-         "--backend-store-uri", f"sqlite:///{config.project_dir / 'mlflow.db'}"],
-        cwd=config.project_dir, env=tool_environment(), start_new_session=True,
-        stdout=(state / "mlflow.log").open("ab"), stderr=subprocess.STDOUT,
+         "--backend-store-uri", tracking.tracking_uri(), "--workers", "1"],
+        cwd=config.project_dir, env=tool_environment() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True, stdout=(state / "mlflow.log").open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     children.append(("mlflow ui", mlflow_ui))
-    processes.wait_http_ok(f"http://127.0.0.1:{config.mlflow_port}/health", mlflow_ui, 90, "mlflow ui")
-    urls["mlflow ui"] = f"http://127.0.0.1:{config.mlflow_port}  (log {state / 'mlflow.log'})"
+    base = f"http://127.0.0.1:{config.mlflow_port}"
+    processes.wait_http_ok(f"{base}/health", mlflow_ui, 90, "mlflow ui")
+    urls["mlflow ui"] = f"{training_runs_url(base)}  (log {state / 'mlflow.log'})"
     return urls
+
+
+def training_runs_url(base: str) -> str:
+    """The MLflow UI's page of the project's training runs (its home page opens on GenAI views instead)."""
+    query = urllib.parse.urlencode({"experiment_name": tracking.EXPERIMENT})
+    try:
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=5) as answer:
+            experiment_id = json.load(answer)["experiment"]["experiment_id"]
+    except (OSError, ValueError, KeyError) as e:  # no experiment yet, or an unexpected answer: the home page
+        logger.debug("no training-runs page: %s", e)
+        return base
+    return f"{base}/#/experiments/{experiment_id}"
 
 
 class AlreadyRunningError(RuntimeError):
@@ -206,7 +214,11 @@ def _run_stack(config: StackConfig) -> int:
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        triton = triton_server.start_triton(config.repository, config.triton_ports, [config.model_name])
+        # Triton's start-up table and its harmless CUDA lines on CPU machines go to a file, not the terminal.
+        triton_log = state_dir(config) / "triton.log"
+        triton_log.parent.mkdir(parents=True, exist_ok=True)
+        triton = triton_server.start_triton(config.repository, config.triton_ports, [config.model_name],
+                                            log_file=triton_log)  # fmt: skip
         children.append(("triton", triton))
         triton_server.wait_until_ready(triton, config.triton_ports.http, [config.model_name])
         gateway = subprocess.Popen(
@@ -234,7 +246,8 @@ def _run_stack(config: StackConfig) -> int:
             "EmoTorch is up (Ctrl-C stops everything)",
             f"  demo page      {base}/",
             f"  gateway        {base}  (API docs {base}/docs)",
-            f"  triton         http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}",
+            f"  triton         http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}"
+            f"  (log {state_dir(config) / 'triton.log'})",
             f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics",
             *[f"  {name:<14} {url}" for name, url in urls.items()],
             f"  try: curl -F image=@face.jpg -F consent=true {base}/v1/emotions",

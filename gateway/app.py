@@ -233,6 +233,7 @@ def create_app(
             abstention=AbstentionPolicy(threshold=threshold, source=source, validation=evaluation.get("abstention")),
             card=info.card or "No model card is available for this version.",
             card_data=info.metadata.get("card"),
+            lineage=_lineage(info.metadata),
         )
 
     # HEAD wherever GET answers: load balancers and uptime monitors probe with it.
@@ -240,6 +241,13 @@ def create_app(
                            ("/metrics", prometheus_metrics), ("/v1/model", model_description)):  # fmt: skip
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     return app
+
+
+def _lineage(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The served version's provenance, flattened from its published metadata (None before 2026-12 exports)."""
+    keys = ("registry_version", "run_id", "checkpoint_sha256")
+    found = {k: metadata[k] for k in keys if k in metadata} | dict(metadata.get("lineage") or {})
+    return found or None
 
 
 _ERROR_RESPONSES = {

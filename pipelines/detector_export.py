@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.logs import configure_logging
 from pipelines.mtcnn import NETWORKS, ONET_SIZE, RNET_SIZE
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for pnet/rnet/onet.onnx + mtcnn.json")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     metadata = export_all(args.out_dir)
     for name, info in metadata["networks"].items():
         logger.info("%s: %d parameters, parity %.1e -> %s", name, info["parameters"], info["parity_max_abs"],

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import yaml
 
-from pipelines.export import load_checkpoint
-from pipelines.ingest import load_split, resize_faces
+from pipelines.inference import load_checkpoint, predict_logits, to_tensor
 from pipelines.labels import FER2013_CROP_MARGIN, IMAGE_SIZE, LABELS
+from pipelines.logs import configure_logging
 from pipelines.pretrained import SCRATCH
 from pipelines.scoring import (
     Abstention,
@@ -44,7 +44,8 @@ from pipelines.scoring import (
     softmax,
 )
 from pipelines.synthetic import GeneratorConfig, generate_faces
-from pipelines.train import predict_logits, to_tensor
+from pipelines.tables import load_split, resize_faces
+from pipelines.tracking import client, ensure_run, evaluation_metrics, file_sha256, use_fluent_api
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots-dir", type=Path, required=True, help="folder for confusion/reliability CSVs")
     parser.add_argument("--params", type=Path, default=None, help="params.yaml (evaluate.abstain_target_precision)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     section: dict[str, Any] = {}
     if args.params is not None:
@@ -255,15 +256,10 @@ def main(argv: list[str] | None = None) -> None:
     import mlflow
 
     meta = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["meta"]
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    with mlflow.start_run(run_id=meta["run_id"]):
-        flat = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-        flat |= {f"test_recall_{k}": v for k, v in metrics["per_class_recall"].items()}
-        flat |= {f"behaviour_{k}": v for k, v in metrics["behaviour"].items() if isinstance(v, float)}
-        flat |= {f"abstention_{k}": v for k, v in metrics["abstention"].items() if isinstance(v, float)}
-        flat |= {f"real_{k}": v for k, v in metrics["real_faces"].items() if isinstance(v, float)}
-        flat["real_astronaut_confidence"] = metrics["real_faces"]["astronaut"]["confidence"]
-        mlflow.log_metrics(flat)
+    run_id, _ = ensure_run(client(), file_sha256(args.checkpoint), meta, "evaluate")
+    use_fluent_api()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(evaluation_metrics(metrics))
         for name in ("confusion.png", "per_class.csv", "reliability.csv"):
             mlflow.log_artifact(str(args.plots_dir / name), artifact_path="evaluation")
     logger.info("test accuracy %.4f, macro-F1 %.4f, ECE %.4f -> %.4f at T=%.3f", metrics["accuracy"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.ingest import load_split
+from pipelines.inference import ServingModel, load_checkpoint, save_scripted, script
 from pipelines.labels import FER2013_CROP_MARGIN
-from pipelines.model import build_model
+from pipelines.logs import configure_logging
+from pipelines.tables import load_split
+from pipelines.tracking import CHECKPOINT_TAG, client, ensure_run, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -29,39 +30,8 @@ PARITY_TOLERANCE = 1e-5
 CONFIDENCE_BINS = 10
 
 
-class ServingModel(nn.Module):
-    """uint8 N x 1 x S x S -> float32 N x C probabilities, in the order of `labels`."""
-
-    def __init__(self, net: nn.Module, labels: list[str], mean: float, std: float, temperature: float = 1.0):
-        super().__init__()
-        self.net = net
-        self.labels: list[str] = list(labels)  # TorchScript keeps it as a typed attribute
-        self.input_size = int(net.input_size)  # type: ignore[arg-type]  # the side of the uint8 faces it reads
-        self.mean = mean
-        self.std = std
-        self.temperature = temperature
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image.to(torch.float32) / 255.0 - self.mean) / self.std
-        return torch.softmax(self.net(x) / self.temperature, dim=1)
-
-
 class ParityError(RuntimeError):
     """The TorchScript graph does not reproduce the eager model."""
-
-
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained network from a train-stage checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    meta = checkpoint["meta"]
-    net = build_model(meta["model"], **meta["model_kwargs"])
-    net.load_state_dict(checkpoint["state_dict"])
-    return net.eval(), meta
-
-
-def script(serving: ServingModel) -> torch.jit.ScriptModule:
-    """TorchScript the serving model (scripting keeps the attributes; tracing would drop `labels`)."""
-    return torch.jit.script(serving.eval())
 
 
 @torch.no_grad()
@@ -106,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metadata", type=Path, required=True, help="export metadata JSON to write")
     parser.add_argument("--data-metrics", type=Path, default=None, help="ingest's data.json (for the model card)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     net, meta = load_checkpoint(args.checkpoint)
     evaluation = json.loads(args.evaluation.read_text())
@@ -123,8 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    scripted.save(str(args.out))
+    save_scripted(scripted, args.out)  # byte-for-byte the same on a rerun: model.pt is a DVC output
     metadata = meta | {
+        # The content identity of the trained model: how promote and publish find its MLflow run (no run id
+        # here: this file is a DVC output and must be the same on every rerun and machine).
+        CHECKPOINT_TAG: file_sha256(args.checkpoint),
         "input": {"name": "image", "dtype": "uint8", "shape": [-1, 1, size, size], "color": "grayscale",
                   "crop_margin": meta.get("crop_margin", FER2013_CROP_MARGIN)},
         "output": {"name": "probabilities", "dtype": "float32", "shape": [-1, len(meta["labels"])]},
@@ -153,13 +126,10 @@ def main(argv: list[str] | None = None) -> None:
         metadata["data"] = json.loads(args.data_metrics.read_text())
     args.metadata.write_text(json.dumps(metadata, indent=2) + "\n")
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
-
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    with mlflow.start_run(run_id=meta["run_id"]):
-        mlflow.log_artifact(str(args.out), artifact_path="torchscript")
-        mlflow.log_metric("export_max_abs_diff", max_diff)
+    mlflow_client = client()
+    run_id, _ = ensure_run(mlflow_client, metadata[CHECKPOINT_TAG], meta, "export")
+    mlflow_client.log_artifact(run_id, str(args.out), artifact_path="torchscript")
+    mlflow_client.log_metric(run_id, "export_max_abs_diff", max_diff)
     logger.info("exported %s (parity %.2g on %d faces)", args.out, max_diff, len(sample))
 
 

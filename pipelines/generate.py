@@ -13,6 +13,7 @@ import yaml
 from tqdm import tqdm
 
 from pipelines.labels import LABEL_TO_FER2013_CODE, LABELS, SPLIT_TO_FER2013_USAGE
+from pipelines.logs import configure_logging
 from pipelines.synthetic import generate_faces
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     params = GenerateParams.from_yaml(args.params)
     sizes = write_fer2013_csv(args.out, params)
     logger.info("wrote %s: %s", args.out, sizes)

@@ -41,8 +41,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.labels import IMAGE_SIZE, LABELS, PIXELS_PER_IMAGE, SPLITS
+from pipelines.labels import IMAGE_SIZE, PIXELS_PER_IMAGE
+from pipelines.logs import configure_logging
 from pipelines.sources import SOURCES, Records, load_records, numeric_folder_hint
+from pipelines.tables import class_counts
 
 logger = logging.getLogger(__name__)
 
@@ -156,15 +158,6 @@ def apply_policies(table: pd.DataFrame, params: DataParams) -> tuple[pd.DataFram
     return table.reset_index(drop=True), Counter({k: v for k, v in dropped.items() if v})
 
 
-def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Count rows per split and label name, with every label present in every split."""
-    counts: dict[str, dict[str, int]] = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
-    known = table[table["label"].between(0, len(LABELS) - 1) & table["split"].isin(SPLITS)]
-    for (split, label), n in known.groupby(["split", "label"]).size().items():
-        counts[str(split)][LABELS[int(label)]] = int(n)
-    return counts
-
-
 def fingerprint(table: pd.DataFrame) -> str:
     """Content hash of the labelled pixels per split: identical data gives the identical fingerprint."""
     digest = hashlib.sha256()
@@ -172,26 +165,6 @@ def fingerprint(table: pd.DataFrame) -> str:
         digest.update(f"{split}:{label}:".encode())
         digest.update(pixels)
     return digest.hexdigest()
-
-
-def load_split(table_path: Path, split: str, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Load one split of a validated canonical table as (N x size x size uint8 images, N int64 labels)."""
-    table = pd.read_parquet(table_path, columns=["split", "label", "pixels"])
-    part = table[table["split"] == split]
-    if part.empty:
-        raise ValueError(f"{table_path}: split {split!r} is empty")
-    images = np.frombuffer(b"".join(part["pixels"]), dtype=np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    return resize_faces(images.copy(), size), part["label"].to_numpy(dtype=np.int64, copy=True)
-
-
-def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
-    """N x h x w uint8 faces -> N x size x size uint8 (bilinear, as cv2.resize does by default: how the
-    mini-Xception authors enlarged FER2013's 48x48 faces to 64x64). The same size is returned as is."""
-    if images.shape[1:] == (size, size):
-        return images
-    if len(images) == 0:
-        return np.empty((0, size, size), dtype=np.uint8)
-    return np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR) for face in images])
 
 
 def ingest(params: DataParams) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -218,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="canonical parquet table to write")
     parser.add_argument("--metrics", type=Path, required=True, help="class counts JSON to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     started = time.monotonic()
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.labels import IMAGE_SIZE
+from pipelines.triton_config import input_dims
 
 INTENDED_USE = [
     "Mood-aware recommendations (products, places, food, songs, movies) for a person who consents to the "
@@ -45,12 +45,6 @@ SYNTHETIC_NOTICE = (
     "describe synthetic faces only; on real photos its answers are not meaningful. Train on FER2013 (README: "
     "'Real FER2013') before any real use."
 )
-
-
-def input_dims(metadata: dict[str, Any]) -> list[int]:
-    """One face's input dims [C, H, W] from the export metadata (exports before 2026-11 read FER2013's size)."""
-    shape = (metadata.get("input") or {}).get("shape", [-1, 1, IMAGE_SIZE, IMAGE_SIZE])
-    return [int(d) for d in shape[1:]]
 
 
 def _weak_classes(per_class_recall: dict[str, float], limit: float = 0.5) -> list[str]:

@@ -10,21 +10,21 @@ TorchScript's; on failure the new version is removed again and the previous one 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
-from pipelines.model_card import build_card, input_dims, render_markdown
+from pipelines.logs import configure_logging
+from pipelines.model_card import build_card, render_markdown
+from pipelines.tracking import CHECKPOINT_TAG, PROJECT_ROOT, client, file_sha256, find_run, git_commit, store_exists
+from pipelines.triton_config import LIBTORCH_CONFIG, PYTHON_CONFIG, PublishParams, input_dims, render_config
+from pipelines.triton_load import PublishError, load_and_verify
 
 logger = logging.getLogger(__name__)
 
@@ -32,37 +32,8 @@ BACKEND_SOURCE = Path(__file__).with_name("triton_model.py")
 STAGING_PREFIX = ".staging-"
 
 
-LIBTORCH_CONFIG = Path("configs") / "libtorch.pbtxt"  # Triton: --model-config-name=libtorch selects it
-PYTHON_CONFIG = Path("config.pbtxt")
 # What a publish leaves as it was found when it rolls back: each model-level config's previous text (None: absent).
 PreviousConfigs = dict[Path, str | None]
-
-
-@dataclass(frozen=True)
-class PublishParams:
-    model_name: str = "emotion"
-    max_batch_size: int = 64
-    instance_count: int = 2
-    torch_threads: int = 1
-    max_queue_delay_us: int = 500
-    # The production configuration (NGC image, libtorch backend), written beside the python-backend one.
-    libtorch_instance_kind: str = "KIND_GPU"
-    libtorch_instance_count: int = 1
-    libtorch_intra_op_threads: int = 1
-    libtorch_inter_op_threads: int = 1
-
-    def __post_init__(self) -> None:
-        if self.libtorch_instance_kind not in ("KIND_GPU", "KIND_CPU"):
-            kind = self.libtorch_instance_kind
-            raise ValueError(f"libtorch_instance_kind must be KIND_GPU or KIND_CPU, not {kind!r}")
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> PublishParams:
-        return cls(**yaml.safe_load(path.read_text())["publish"])
-
-
-class PublishError(RuntimeError):
-    """The new version could not be published or did not serve correctly; the previous one is untouched."""
 
 
 HIGH_WATER = ".last_version"  # the highest version ever published here: numbers are never reused
@@ -82,67 +53,6 @@ def existing_versions(model_dir: Path) -> list[int]:
         return []
     names = (p.name for p in model_dir.iterdir() if p.is_dir())
     return sorted(int(n) for n in names if n.isdigit() and not n.startswith("0"))
-
-
-def _pbtxt_string(value: str) -> str:
-    """A protobuf text-format string literal: JSON's escapes for quotes, backslashes and control characters
-    (valid in text format too), and octal escapes of the UTF-8 bytes of anything beyond ASCII."""
-    literal = json.dumps(value, ensure_ascii=False)
-    return "".join(c if ord(c) < 128 else "".join(f"\\{b:03o}" for b in c.encode()) for c in literal)
-
-
-def render_config(
-    params: PublishParams,
-    labels: list[str],
-    metadata: dict[str, Any],
-    card_markdown: str | None = None,
-    backend: str = "python",
-) -> str:
-    """A model-level config.pbtxt: contract, batching, instances, and the served version's metadata.
-
-    backend "python": the python backend running model.py (what the bundled Triton serves, CPU instances).
-    backend "libtorch": the NGC image's PyTorch backend loading model.pt itself (`platform: "pytorch_libtorch"`;
-    the input is matched to forward()'s argument `image`, the single output by its place in the config).
-    """
-    if backend == "python":
-        header = 'backend: "python"'
-        instances = f"instance_group [ {{ kind: KIND_CPU count: {params.instance_count} }} ]"
-        parameters: dict[str, str] = {"torch_threads": str(params.torch_threads)}
-    elif backend == "libtorch":
-        header = 'platform: "pytorch_libtorch"\ndefault_model_filename: "model.pt"'
-        instances = (
-            f"instance_group [ {{ kind: {params.libtorch_instance_kind} count: {params.libtorch_instance_count} }} ]"
-        )
-        parameters = {
-            "INTRA_OP_THREAD_COUNT": str(params.libtorch_intra_op_threads),
-            "INTER_OP_THREAD_COUNT": str(params.libtorch_inter_op_threads),
-        }
-    else:
-        raise ValueError(f"unknown backend {backend!r}: python or libtorch")
-    parameters |= {
-        "labels": json.dumps(labels),
-        "metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True),
-    }
-    if card_markdown is not None:
-        parameters["model_card"] = card_markdown
-    parameter_lines = "\n".join(
-        f"parameters {{ key: {_pbtxt_string(k)} value: {{ string_value: {_pbtxt_string(v)} }} }}"
-        for k, v in parameters.items()
-    )
-    return f"""name: "{params.model_name}"
-{header}
-max_batch_size: {params.max_batch_size}
-input [
-  {{ name: "image" data_type: TYPE_UINT8 dims: [ {", ".join(str(d) for d in input_dims(metadata))} ] }}
-]
-output [
-  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}
-]
-{instances}
-dynamic_batching {{ max_queue_delay_microseconds: {params.max_queue_delay_us} }}
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-{parameter_lines}
-"""
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -180,6 +90,9 @@ def publish_version(
             for k in (
                 "run_id",
                 "registry_version",
+                CHECKPOINT_TAG,
+                MODEL_KEY,
+                "lineage",
                 "evaluation",
                 "data_fingerprint",
                 "val_accuracy",
@@ -218,6 +131,18 @@ def publish_version(
     staging.chmod(0o755)
     os.rename(staging, model_dir / str(version))  # the one step that makes the version visible
     _write_atomic(model_dir / HIGH_WATER, f"{version}\n")
+    return version, serve_version(repository, params, version)
+
+
+def serve_version(repository: Path, params: PublishParams, version: int) -> PreviousConfigs:
+    """Point the model-level configs at `version`, rendered from that version's own folder (its labels,
+    metadata and card travel inside it); return the configs as they were before."""
+    model_dir = repository / params.model_name
+    version_dir = model_dir / str(version)
+    labels = (version_dir / "labels.txt").read_text(encoding="utf-8").split()
+    metadata = json.loads((version_dir / "metadata.json").read_text(encoding="utf-8"))
+    card = version_dir / "model_card.md"
+    card_markdown = card.read_text(encoding="utf-8") if card.exists() else None
     configs = {
         LIBTORCH_CONFIG: render_config(params, labels, metadata, card_markdown, "libtorch"),
         PYTHON_CONFIG: render_config(params, labels, metadata, card_markdown),  # last: what the local Triton reads
@@ -226,7 +151,18 @@ def publish_version(
     (model_dir / LIBTORCH_CONFIG).parent.mkdir(exist_ok=True)
     for path, text in configs.items():
         _write_atomic(model_dir / path, text)
-    return version, previous
+    return previous
+
+
+def version_of(repository: Path, model_name: str, value: str, key: str = CHECKPOINT_TAG) -> int | None:
+    """The newest repository version already holding the model trained as this checkpoint (reconciliation:
+    a rerun after a crash or a revert reuses it instead of publishing a duplicate)."""
+    model_dir = repository / model_name
+    for version in reversed(existing_versions(model_dir)):
+        path = model_dir / str(version) / "metadata.json"
+        if path.exists() and json.loads(path.read_text(encoding="utf-8")).get(key) == value:
+            return version
+    return None
 
 
 def _read_if_exists(path: Path) -> str | None:
@@ -246,64 +182,107 @@ def rollback(repository: Path, params: PublishParams, version: int, previous: Pr
             (model_dir / path).unlink(missing_ok=True)
 
 
-def load_and_verify(
-    triton_url: str,
-    params: PublishParams,
-    version: int,
-    model_pt: Path,
-    dims: list[int],
-    timeout_s: float = 120.0,
-) -> float:
-    """Ask Triton to load the newest version, wait for it, and compare its outputs with TorchScript's."""
-    import torch
-    import tritonclient.http as triton_http
-    from tritonclient.utils import InferenceServerException
-
-    client = triton_http.InferenceServerClient(triton_url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    try:
-        client.load_model(params.model_name)
-        deadline = time.monotonic() + timeout_s
-        while not client.is_model_ready(params.model_name, str(version)):
-            if time.monotonic() > deadline:
-                raise PublishError(f"version {version} not ready in Triton after {timeout_s:.0f} s")
-            time.sleep(0.2)
-        samples = np.random.default_rng(version).integers(0, 256, size=(64, *dims), dtype=np.uint8)
-        infer_input = triton_http.InferInput("image", list(samples.shape), "UINT8")
-        infer_input.set_data_from_numpy(samples)
-        result = client.infer(params.model_name, [infer_input], model_version=str(version))
-        served = result.as_numpy("probabilities")
-    except InferenceServerException as e:
-        raise PublishError(f"Triton at {triton_url} failed to load/serve version {version}: {e}") from e
-    finally:
-        client.close()
-    with torch.no_grad():
-        expected = torch.jit.load(str(model_pt), map_location="cpu")(torch.from_numpy(samples)).numpy()
-    max_diff = float(np.abs(served - expected).max())
-    if not max_diff <= 1e-5:
-        raise PublishError(f"Triton's outputs for version {version} differ from TorchScript by {max_diff:.3g}")
-    return max_diff
+def _log_model_card(mlflow_client: Any, version_dir: Path, run_id: str) -> None:
+    """Attach the published version's model card to its MLflow run."""
+    if (version_dir / "model_card.md").exists():
+        mlflow_client.log_artifact(run_id, str(version_dir / "model_card.md"), artifact_path="model_card")
+        mlflow_client.log_artifact(run_id, str(version_dir / "model_card.json"), artifact_path="model_card")
 
 
-def _log_model_card(version_dir: Path, run_id: str | None) -> None:
-    """Attach the published version's model card to its MLflow run. Best effort: the version is already
-    published with its card in its folder; a tracking store without that run only earns a warning."""
-    if run_id is None or not (version_dir / "model_card.md").exists():
-        return
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
-    from mlflow.exceptions import MlflowException
+MODEL_KEY = "release_sha256"
 
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
-        logger.warning("model card not attached to MLflow: no tracking database at %s", tracking_uri)
-        return  # never create an empty tracking database as a side effect
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_artifact(str(version_dir / "model_card.md"), artifact_path="model_card")
-            mlflow.log_artifact(str(version_dir / "model_card.json"), artifact_path="model_card")
-    except MlflowException as e:
-        logger.warning("model card not attached to MLflow run %s at %s: %s", run_id, tracking_uri, e)
+
+def release_sha256(model: Path, metadata: Path) -> str:
+    """Content identity of what a version serves: the TorchScript bytes and the export metadata."""
+    return hashlib.sha256(model.read_bytes() + b"\0" + metadata.read_bytes()).hexdigest()
+
+
+def lineage(data_fingerprint: str) -> dict[str, str]:
+    """Where a published version comes from, for a person following it back: commit, pipeline lock, data."""
+    return {"git_commit": git_commit(), "dvc_lock_sha256": file_sha256(PROJECT_ROOT / "dvc.lock"),
+            "data_fingerprint": data_fingerprint}  # fmt: skip
+
+
+def release(args: argparse.Namespace, params: PublishParams, decision: dict[str, Any]) -> dict[str, Any]:
+    """Make the repository, Triton and the champion alias match a promotion; return the receipt.
+
+    Order matters for crash safety: the version folder, then the served config, then Triton's load, and only
+    then the `champion` alias; a crash anywhere leaves the old champion recorded, and the next run (which
+    decides the same) finds the folder already written and finishes the job without a duplicate.
+    """
+    export_metadata = json.loads(args.metadata.read_text())
+    challenger = decision["challenger"]
+    mlflow_client = client()
+    # The served bytes and their metadata (temperature, threshold, card) identify a release, not the checkpoint
+    # alone: re-evaluating the same weights with other params must publish a new version.
+    model_sha256 = release_sha256(args.model, args.metadata)
+    existing = version_of(args.repository, params.model_name, model_sha256, MODEL_KEY)
+    previous: PreviousConfigs | None = None
+    if existing is None:
+        metadata = export_metadata | {"registry_version": challenger["registry_version"],
+                                      "run_id": challenger["run_id"], MODEL_KEY: model_sha256,
+                                      "lineage": lineage(export_metadata["data_fingerprint"])}  # fmt: skip
+        version, previous = publish_version(args.repository, args.model, metadata, params)
+        logger.info("published %s version %d in %s", params.model_name, version, args.repository)
+        _log_model_card(mlflow_client, args.repository / params.model_name / str(version), challenger["run_id"])
+    else:
+        version = existing
+        previous = serve_version(args.repository, params, version)
+        logger.info("%s version %d already holds this model: serving it, nothing new published", params.model_name,
+                    version)  # fmt: skip
+    receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
+                               "newly_published": existing is None, "registry_version": challenger["registry_version"],
+                               "run_id": challenger["run_id"], CHECKPOINT_TAG: export_metadata[CHECKPOINT_TAG],
+                               "loaded_by_triton": False}  # fmt: skip
+    if args.triton_url:
+        try:
+            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model,
+                                                             dims=input_dims(export_metadata))  # fmt: skip
+            receipt["loaded_by_triton"] = True
+            logger.info("Triton at %s serves version %d", args.triton_url, version)
+        except PublishError as e:
+            if existing is None:
+                rollback(args.repository, params, version, previous)
+            else:
+                _restore(args.repository / params.model_name, previous)
+            raise SystemExit(f"publish failed, version {version} not served, the previous one still is: {e}") from e
+    mlflow_client.set_registered_model_alias(params.model_name, "champion", challenger["registry_version"])
+    mlflow_client.set_model_version_tag(params.model_name, challenger["registry_version"], "repository_version",
+                                        str(version))  # fmt: skip
+    return receipt
+
+
+def publish_by_hand(args: argparse.Namespace, params: PublishParams) -> dict[str, Any]:
+    """Publish the model as a new version and load it (an operator's tool, e.g. a hot swap); the registry is
+    left alone, so the next `dvc repro` serves the champion again."""
+    export_metadata = json.loads(args.metadata.read_text())
+    export_metadata["lineage"] = lineage(export_metadata.get("data_fingerprint", "unknown"))
+    export_metadata[MODEL_KEY] = release_sha256(args.model, args.metadata)
+    mlflow_client = client() if store_exists() and CHECKPOINT_TAG in export_metadata else None
+    run_id = find_run(mlflow_client, export_metadata[CHECKPOINT_TAG]) if mlflow_client is not None else None
+    if run_id is not None:  # the version's lineage still names the run that trained it
+        export_metadata["run_id"] = run_id
+    version, previous = publish_version(args.repository, args.model, export_metadata, params)
+    logger.info("published %s version %d in %s (by hand)", params.model_name, version, args.repository)
+    receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
+                               "by_hand": True, "loaded_by_triton": False}  # fmt: skip
+    if args.triton_url:
+        try:
+            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model,
+                                                             dims=input_dims(export_metadata))  # fmt: skip
+            receipt["loaded_by_triton"] = True
+        except PublishError as e:
+            rollback(args.repository, params, version, previous)
+            raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
+    if run_id is not None:
+        _log_model_card(mlflow_client, args.repository / params.model_name / str(version), run_id)
+    return receipt
+
+
+def _restore(model_dir: Path, previous: PreviousConfigs) -> None:
+    for path, text in previous.items():
+        if text is not None:
+            _write_atomic(model_dir / path, text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -314,40 +293,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repository", type=Path, required=True, help="Triton model repository root")
     parser.add_argument("--receipt", type=Path, required=True, help="JSON receipt to write")
     parser.add_argument("--promotion", type=Path, default=None,
-                        help="promotion.json of the promote stage: publish only a promoted champion")  # fmt: skip
+                        help="promotion.json of the promote step (the release stage); without it, publish the model as "
+                             "a new version by hand (no registry change; the next `dvc repro` restores the champion)")
     parser.add_argument(
         "--triton-url",
         default=os.environ.get("EMOTORCH_PUBLISH_TRITON_URL"),
         help="HTTP address of a running Triton (host:port) to load the new version into (optional)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
+    configure_logging()
     params = PublishParams.from_yaml(args.params)
-    export_metadata = json.loads(args.metadata.read_text())
     args.receipt.parent.mkdir(parents=True, exist_ok=True)
-    if args.promotion is not None:
-        decision = json.loads(args.promotion.read_text())
-        if not decision["promoted"]:
-            logger.warning("not publishing: the challenger was not promoted (%s)", "; ".join(decision["reasons"]))
-            skipped = {"model": params.model_name, "published": False, "reasons": decision["reasons"]}
-            args.receipt.write_text(json.dumps(skipped, indent=2) + "\n")
-            return
-        export_metadata = export_metadata | {"registry_version": decision["challenger"]["registry_version"]}
-    version, previous = publish_version(args.repository, args.model, export_metadata, params)
-    logger.info("published %s version %d in %s", params.model_name, version, args.repository)
-    receipt: dict[str, Any] = {"model": params.model_name, "published": True, "version": version,
-                               "loaded_by_triton": False}  # fmt: skip
-    if args.triton_url:
-        try:
-            receipt["triton_max_abs_diff"] = load_and_verify(args.triton_url, params, version, args.model,
-                                                             dims=input_dims(export_metadata))  # fmt: skip
-            receipt["loaded_by_triton"] = True
-            logger.info("Triton at %s serves version %d", args.triton_url, version)
-        except PublishError as e:
-            rollback(args.repository, params, version, previous)
-            raise SystemExit(f"publish failed, version {version} removed, previous version still serves: {e}") from e
-    _log_model_card(args.repository / params.model_name / str(version), export_metadata.get("run_id"))
+    if args.promotion is None:
+        receipt = publish_by_hand(args, params)
+        args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
+        return
+    decision = json.loads(args.promotion.read_text())
+    if decision["promoted"]:
+        receipt = release(args, params, decision)
+    else:
+        logger.warning("not publishing: the challenger was not promoted (%s)", "; ".join(decision["reasons"]))
+        champion = decision.get("champion_before") or {}
+        served = version_of(args.repository, params.model_name, champion["run_id"], "run_id") if champion else None
+        receipt = {"model": params.model_name, "published": False, "reasons": decision["reasons"],
+                   "version": served, "registry_version": champion.get("registry_version")}  # fmt: skip
     args.receipt.write_text(json.dumps(receipt, indent=2) + "\n")
 
 

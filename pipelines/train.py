@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,15 +27,16 @@ from torch import nn
 from tqdm import tqdm
 
 from pipelines.augment import AugmentConfig, augment
-from pipelines.ingest import load_split, resize_faces
+from pipelines.inference import predict_logits, to_tensor
 from pipelines.labels import FER2013_CROP_MARGIN, LABELS
+from pipelines.logs import configure_logging
 from pipelines.model import build_model, count_parameters, input_size
 from pipelines.pretrained import SCRATCH, load_pretrained, source
 from pipelines.scoring import confusion_matrix, macro_f1
+from pipelines.tables import load_split, resize_faces
+from pipelines.tracking import CHECKPOINT_TAG, file_sha256, git_commit, use_fluent_api
 
 logger = logging.getLogger(__name__)
-
-EXPERIMENT = "emotorch"
 
 
 @dataclass(frozen=True)
@@ -126,19 +126,6 @@ def class_weights(labels: np.ndarray, num_classes: int = len(LABELS)) -> torch.T
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
     return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
-
-
-def to_tensor(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """uint8 N x S x S -> normalised float N x 1 x S x S, the same arithmetic as the exported graph."""
-    return (torch.from_numpy(images).float().unsqueeze(1) / 255.0 - mean) / std
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of `model` for a whole split (on the model's device, returned on CPU)."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
 def score(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
@@ -417,18 +404,6 @@ def plot_curves(history: list[EpochResult], path: Path) -> None:
     plt.close(fig)
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -439,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curves", type=Path, required=True, help="per-epoch CSV for dvc plots")
     parser.add_argument("--state-dir", type=Path, default=Path("models/train_state"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow  # imported here: mlflow's import is slow and only this entry point needs it
 
@@ -457,8 +432,7 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("ignoring %s: it belongs to other params or data", state_path)
             state_path.unlink()
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    mlflow.set_experiment(EXPERIMENT)
+    use_fluent_api()
     started = time.monotonic()
     with mlflow.start_run(run_id=run_id) as run:
         if run_id is None:
@@ -472,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model, meta, history = fit(params, train, validation, on_epoch=log_epoch, state_path=state_path,
                                    state_extra={"key": key, "run_id": run.info.run_id})  # fmt: skip
-        meta |= {"run_id": run.info.run_id, "data_fingerprint": data_fingerprint}
+        meta["data_fingerprint"] = data_fingerprint  # no run id: the checkpoint is a DVC output, the same on reruns
         mlflow.log_metrics({"best_val_macro_f1": meta["val_macro_f1"], "best_val_accuracy": meta["val_accuracy"],
                             "parameters": meta["parameters"], "train_seconds": time.monotonic() - started})  # fmt: skip
         weights = meta["weights"]
@@ -484,8 +458,10 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_artifact(str(args.curves), artifact_path="training")
         mlflow.log_artifact(str(args.curves.with_suffix(".png")), artifact_path="training")
 
-    args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, args.checkpoint)
+        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, args.checkpoint)
+        # Later stages find this run by the checkpoint's content (tracking.find_run).
+        mlflow.set_tag(CHECKPOINT_TAG, file_sha256(args.checkpoint))
     state_path.unlink(missing_ok=True)  # finished: the next run starts fresh
     metrics = {
         "val_macro_f1": meta["val_macro_f1"],
@@ -498,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("best validation macro-F1 %.4f (accuracy %.4f) at epoch %s (run %s)", meta["val_macro_f1"],
-                meta["val_accuracy"], meta["best_epoch"], meta["run_id"])  # fmt: skip
+                meta["val_accuracy"], meta["best_epoch"], run.info.run_id)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ import pandas as pd
 from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from pipelines.ingest import class_counts
 from pipelines.labels import LABELS, PIXELS_PER_IMAGE, SPLITS
+from pipelines.logs import configure_logging
+from pipelines.tables import class_counts
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", type=Path, required=True, help="JSON report to write")
     parser.add_argument("--docs", type=Path, default=None, help="folder for the HTML data docs (index.html)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
     table = pd.read_parquet(args.table)

@@ -399,7 +399,7 @@ def test_triton_loads_the_model_the_gateway_asks_for(compose: dict[str, Any], re
 
 
 def test_triton_serves_the_libtorch_config_that_publish_writes(compose: dict[str, Any], rendered: Docs) -> None:
-    from pipelines.publish import LIBTORCH_CONFIG
+    from pipelines.triton_config import LIBTORCH_CONFIG
 
     assert LIBTORCH_CONFIG.parent.name == "configs"  # Triton's folder for --model-config-name
     flag = f"--model-config-name={LIBTORCH_CONFIG.stem}"

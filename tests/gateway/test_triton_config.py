@@ -61,7 +61,7 @@ def test_a_config_rendered_by_publish_is_parsed_with_its_input_size_and_registra
     from tritonclient.grpc import model_config_pb2
 
     from gateway.imaging import FER_MARGIN
-    from pipelines.publish import PublishParams, render_config
+    from pipelines.triton_config import PublishParams, render_config
 
     model_input: dict[str, Any] = {"shape": [-1, 1, size, size]}
     if margin is not None:

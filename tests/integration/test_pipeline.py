@@ -20,13 +20,22 @@ from tests.integration.conftest import PROJECT_ROOT, make_project, run_dvc
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_second_repro_does_nothing(pipeline_project: Path) -> None:
+def test_second_repro_changes_nothing(pipeline_project: Path) -> None:
+    """Every data stage is skipped; the release stage always runs (it reconciles state DVC cannot see) and
+    finds the champion already published: no new version, the same receipt."""
+    before = json.loads((pipeline_project / "metrics" / "publish.json").read_text())
+    lock = (pipeline_project / "dvc.lock").read_text()
     result = run_dvc(pipeline_project, "repro")
     assert result.returncode == 0, result.stderr
-    for stage in ("generate", "ingest", "validate", "train", "evaluate", "export", "promote", "publish"):
+    for stage in ("generate", "ingest", "validate", "train", "evaluate", "export"):
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout
-    assert "Data and pipelines are up to date." in result.stdout
-    assert not any("Running stage" in line for line in result.stdout.splitlines())
+    ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["release"]
+    assert "already holds this model: serving it, nothing new published" in result.stdout + result.stderr
+    after = json.loads((pipeline_project / "metrics" / "publish.json").read_text())
+    assert (after["version"], after["registry_version"], after["newly_published"]) == (before["version"],
+                                                                                      before["registry_version"], False)
+    assert (pipeline_project / "dvc.lock").read_text() == lock
 
 
 def test_data_metrics_count_every_label_in_every_split(pipeline_project: Path) -> None:
@@ -75,6 +84,7 @@ def test_training_is_tracked_in_mlflow_and_registered(pipeline_project: Path) ->
     assert run.data.params["model"] == "small" and run.data.params["epochs"] == "8"
     assert run.data.tags["data_fingerprint"] == metadata["data_fingerprint"]
     assert {"git_commit", "dvc_lock_sha256"} <= set(run.data.tags) and run.data.tags["promotion"] == "promoted"
+    assert run.data.tags["checkpoint_sha256"] == metadata["checkpoint_sha256"]  # how later stages find the run
     assert len(client.get_metric_history(run.info.run_id, "val_macro_f1")) == 8  # one point per epoch
     artifacts = {a.path for folder in ("torchscript", "training", "evaluation")
                  for a in client.list_artifacts(run.info.run_id, folder)}  # fmt: skip
@@ -82,6 +92,7 @@ def test_training_is_tracked_in_mlflow_and_registered(pipeline_project: Path) ->
         "torchscript/model.pt",
         "training/training.csv",
         "training/training.png",
+        "training/weights_origin.json",
         "evaluation/confusion.png",
         "evaluation/per_class.csv",
         "evaluation/reliability.csv",
@@ -127,8 +138,8 @@ def test_dvc_push_then_pull_into_a_fresh_copy(pipeline_project: Path, tmp_path: 
     assert pulled.returncode == 0, pulled.stderr
     for tracked in ("data/raw/synthetic/fer2013.csv", "data/processed/faces.parquet", "models/model.pt"):
         assert (clone / tracked).read_bytes() == (pipeline_project / tracked).read_bytes()
-    status = run_dvc(clone, "status")
-    assert status.returncode == 0 and "up to date" in status.stdout
+    status = run_dvc(clone, "status")  # every data stage is up to date; release always runs (it reconciles)
+    assert status.returncode == 0 and status.stdout.split() == ["release:", "always", "changed"], status.stdout
 
 
 def test_corrupt_row_stops_dvc_repro_at_validation(tmp_path: Path) -> None:
@@ -167,7 +178,7 @@ def test_worse_challenger_is_rejected_and_nothing_is_published(pipeline_project:
     result = run_dvc(pipeline_project, "repro")
     assert result.returncode == 0, result.stderr
     ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
-    assert ran == ["train", "evaluate", "export", "promote", "publish"]  # a train param reruns train onwards only
+    assert ran == ["train", "evaluate", "export", "release"]  # a train param reruns train onwards only
 
     decision = json.loads((pipeline_project / "metrics" / "promotion.json").read_text())
     assert decision["promoted"] is False

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.export import ServingModel, input_reference, parity, prediction_reference, script
+from pipelines.export import input_reference, parity, prediction_reference
+from pipelines.inference import ServingModel, script
 from pipelines.labels import LABELS
 from pipelines.model import build_model
 

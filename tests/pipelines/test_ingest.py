@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from pipelines.generate import GenerateParams, split_sizes, write_fer2013_csv
-from pipelines.ingest import class_counts, fingerprint, load_split
+from pipelines.ingest import fingerprint
 from pipelines.labels import FER2013_CODE_TO_LABEL, LABEL_INDEX, LABELS, fer2013_code_to_index
+from pipelines.tables import class_counts, load_split
 from tests.pipelines.conftest import fer_table
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipelines import pretrained
-from pipelines.export import ServingModel, script
+from pipelines.inference import ServingModel, script
 from pipelines.labels import LABELS
 from pipelines.pretrained import (
     PARITY_TOLERANCE,

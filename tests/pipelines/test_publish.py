@@ -10,17 +10,11 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from pipelines.export import ServingModel, script
+from pipelines.inference import ServingModel, script
 from pipelines.labels import LABELS
 from pipelines.model import build_model
-from pipelines.publish import (
-    STAGING_PREFIX,
-    PublishParams,
-    existing_versions,
-    publish_version,
-    render_config,
-    rollback,
-)
+from pipelines.publish import STAGING_PREFIX, existing_versions, publish_version, rollback
+from pipelines.triton_config import PublishParams, render_config
 
 
 @pytest.fixture

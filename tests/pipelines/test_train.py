@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipelines.augment import AugmentConfig, augment
-from pipelines.export import ServingModel, parity, script
+from pipelines.export import parity
+from pipelines.inference import ServingModel, script
 from pipelines.labels import LABELS
 from pipelines.model import build_model
 from pipelines.synthetic import generate_faces

@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.serving import _free_port  # noqa: E402
+from emotorch import processes  # noqa: E402
 from gateway.catalog import DEFAULT_CATALOG, DOMAINS, Catalog, load_catalog  # noqa: E402
 from gateway.feedback import FeedbackStore  # noqa: E402
 from gateway.learner import Posterior  # noqa: E402
@@ -132,12 +133,7 @@ def gateway(db: Path, catalog_path: Path, workdir: Path) -> Iterator[tuple[str, 
             time.sleep(0.1)
         yield url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process, timeout_s=20)
 
 
 def memory_mib(pid: int) -> tuple[float, float]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from emotorch import processes
 from tests.conftest import free_port
 
 
@@ -60,12 +61,7 @@ def gateway_process(tmp_path: Path, **settings: str) -> Iterator[Gateway]:
             time.sleep(0.1)
         yield Gateway("127.0.0.1", port, process.pid, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process)
 
 
 def read_status(sock: socket.socket) -> int | None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from emotorch import triton_server
+from emotorch import processes, triton_server
 from emotorch.stack import tool_environment
 from emotorch.triton_server import TritonPorts
 from tests.conftest import free_port
@@ -82,11 +83,11 @@ class RunningTriton:
         return f"127.0.0.1:{self.ports.grpc}"
 
 
-@pytest.fixture(scope="session")
-def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+@contextmanager
+def serving_triton(repository: Path, work: Path) -> Iterator[RunningTriton]:
+    """A real Triton on free ports serving `repository`'s emotion model (log and backends in `work`); stopped
+    on the way out, whatever happens."""
     ports = TritonPorts(free_port(), free_port(), free_port())
-    work = tmp_path_factory.mktemp("triton")
-    repository = pipeline_project / "model_repository"
     process = triton_server.start_triton(repository, ports, ["emotion"], cache_dir=work, log_file=work / "triton.log")
     try:
         try:
@@ -96,6 +97,12 @@ def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield RunningTriton(ports, repository, work / "triton.log")
     finally:
         triton_server.stop(process)
+
+
+@pytest.fixture(scope="session")
+def triton(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+    with serving_triton(pipeline_project / "model_repository", tmp_path_factory.mktemp("triton")) as running:
+        yield running
 
 
 @dataclass(frozen=True)
@@ -144,12 +151,7 @@ def rss_kib(pid: int) -> int:
 
 
 def stop_gateway(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    processes.stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -184,17 +186,9 @@ def real_faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealFacesSt
     assert params["train"]["weights"] != "scratch", "the default must serve the pretrained weights"
     result = run_dvc(root, "repro")
     assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    work = tmp_path_factory.mktemp("real-faces-triton")
-    process = triton_server.start_triton(root / "model_repository", ports, ["emotion"], cache_dir=work,
-                                         log_file=work / "triton.log")  # fmt: skip
-    try:
-        triton_server.wait_until_ready(process, ports.http, ["emotion"], timeout_s=120)
-        running = RunningTriton(ports, root / "model_repository", work / "triton.log")
+    with serving_triton(root / "model_repository", tmp_path_factory.mktemp("real-faces-triton")) as running:
         gateway_process, url = spawn_gateway(running.grpc_url, tmp_path_factory.mktemp("real-faces-gateway"))
         try:
             yield RealFacesStack(root, running, url)
         finally:
             stop_gateway(gateway_process)
-    finally:
-        triton_server.stop(process)

@@ -19,10 +19,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from emotorch import triton_server
-from emotorch.triton_server import TritonPorts
-from tests.conftest import free_port
-from tests.integration.conftest import make_project, run_dvc
+from tests.integration.conftest import make_project, run_dvc, serving_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -91,15 +88,8 @@ def assert_agreement(project: Path, http_url: str | None) -> dict:
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     project = make_project(tmp_path_factory.mktemp("release"), PARAMS)
     repro(project)
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    work = tmp_path_factory.mktemp("release-triton")
-    process = triton_server.start_triton(project / "model_repository", ports, ["emotion"], cache_dir=work,
-                                         log_file=work / "triton.log")  # fmt: skip
-    try:
-        triton_server.wait_until_ready(process, ports.http, ["emotion"], timeout_s=120)
-        yield Loop(project, f"127.0.0.1:{ports.http}")
-    finally:
-        triton_server.stop(process)
+    with serving_triton(project / "model_repository", tmp_path_factory.mktemp("release-triton")) as running:
+        yield Loop(project, running.http_url)
 
 
 def test_loosen_promote_revert_repro_agree(loop: Loop) -> None:

@@ -29,7 +29,7 @@ from gateway.analysis import Mode, abstain_threshold, analyse
 from gateway.catalog import load_catalog
 from gateway.clientip import ClientAddress
 from gateway.detection import FaceDetector, HaarFaceDetector
-from gateway.docs import install_docs
+from gateway.docs import REDOC_HEADERS, install_docs
 from gateway.errors import CatchUnexpected, GatewayError, install_error_handlers
 from gateway.feedback import FeedbackStore
 from gateway.limits import BodySizeLimit
@@ -266,4 +266,6 @@ _BASE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-ref
 
 def _response_headers(route_template: str) -> dict[str, str]:
     """Headers for every answer; the demo page and its assets also get a strict Content-Security-Policy."""
-    return _BASE_HEADERS | DEMO_HEADERS if route_template in ("/", "/static") else _BASE_HEADERS
+    if route_template in ("/", "/static"):
+        return _BASE_HEADERS | DEMO_HEADERS
+    return _BASE_HEADERS | REDOC_HEADERS if route_template == "/redoc" else _BASE_HEADERS

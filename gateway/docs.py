@@ -16,6 +16,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_PATH = "/docs-assets"
+# ReDoc's bundle shows a "by Redocly" logo fetched from Redocly's CDN: the page may only load from this origin
+# (it needs inline styles and a worker from a blob; the documentation's data URLs are images).
+REDOC_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
 ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
 
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 from skimage import data as skdata
 
 from gateway.app import build_detector
@@ -276,10 +276,34 @@ def test_the_page_is_served_with_a_strict_content_security_policy(gateway: Runni
 
 
 @pytest.mark.parametrize(("path", "rendered"), [("/docs", "#swagger-ui .opblock"), ("/redoc", "[data-section-id]")])
-def test_api_docs_render_offline(page: Page, path: str, rendered: str) -> None:
-    """Swagger UI and ReDoc draw every operation with assets from the gateway alone (the fixture fails on any
-    request to another host)."""
-    page.goto(path)
-    expect(page.locator(rendered).first).to_be_visible(timeout=30_000)
-    assert page.locator(rendered).count() >= 5
-    screenshot(page, f"api-docs{path.replace('/', '-')}")
+def test_api_docs_render_offline(browser: Browser, gateway: RunningGateway, path: str, rendered: str) -> None:
+    """Swagger UI and ReDoc draw every operation with the network cut off beyond the gateway, and nothing is
+    received from another host (ReDoc's bundle asks for Redocly's logo: the page's CSP refuses it)."""
+    context = browser.new_context(base_url=gateway.url)
+    outside: list[str] = []
+
+    def only_the_gateway(route: Route) -> None:
+        if route.request.url.startswith((gateway.url, "blob:", "data:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()  # offline: nothing beyond the gateway answers
+
+    context.route("**/*", only_the_gateway)
+    page = context.new_page()
+    received = []
+    page.on("response", lambda r: None if r.url.startswith(gateway.url) else received.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        response = page.goto(path)
+        assert response is not None and response.ok
+        expect(page.locator(rendered).first).to_be_visible(timeout=30_000)
+        assert page.locator(rendered).count() >= 5
+        screenshot(page, f"api-docs{path.replace('/', '-')}")
+        if path == "/redoc":
+            assert "img-src 'self' data:" in response.headers["content-security-policy"]
+    finally:
+        context.close()
+    assert received == [] and errors == [], (received, errors)
+    assert outside == [], f"the page asked another host (its CSP should have refused it first): {outside}"

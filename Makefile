@@ -47,7 +47,7 @@ up: venv system-deps
 test: venv system-deps
 	$(BIN)/ruff check emotorch gateway pipelines tests bench
 	$(BIN)/mypy emotorch gateway pipelines bench
-	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not gpu" --durations=25 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check emotorch gateway pipelines tests bench

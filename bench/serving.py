@@ -99,6 +99,11 @@ class Inputs:
     selfie_jpeg: bytes  # 640 x 480
 
 
+def model_input_size(model: torch.jit.ScriptModule) -> int:
+    """The side of the faces a serving TorchScript reads (files exported before 2026-11 read 48x48)."""
+    return int(getattr(model, "input_size", 48))
+
+
 def make_inputs(size: int, margin: float) -> Inputs:
     """A 640x480 selfie from scikit-image's astronaut photo, and its face cropped as the gateway crops it."""
     from skimage import data
@@ -677,7 +682,7 @@ def _compute_rows(
     model: torch.jit.ScriptModule, flop_per_face: int, threads: int, large_batch: int
 ) -> list[dict[str, float]]:
     torch.set_num_threads(threads)
-    size = int(getattr(model, "input_size", 48))
+    size = model_input_size(model)
     own = {"bench": [os.getpid()]}
     before, started = cpu_snapshot(own), time.perf_counter()
     # Two dense fp32 kernels, the faster is the limit: MKL's sgemm (behind torch.mm) takes a slower path on some
@@ -706,7 +711,7 @@ def measure_compute(
     model: torch.jit.ScriptModule, large_batch: int, max_foreign_cores: float, retries: int, quiet_wait_s: float
 ) -> tuple[int, list[dict[str, float]]]:
     """FLOPs per face, and achieved vs peak fp32 FLOP/s at batch 1 and `large_batch`, on 1 thread and all cores."""
-    size = int(getattr(model, "input_size", 48))
+    size = model_input_size(model)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(torch.zeros((1, 1, size, size), dtype=torch.uint8))
     flop_per_face = int(counter.get_total_flops())
@@ -976,7 +981,7 @@ def bench_model(model_name: str, args: argparse.Namespace, targets: list[str]) -
         model = torch.jit.load(str(model_pt), map_location="cpu").eval()
         labels = list(model.labels)
         name = model_name if args.model_pt is None else model_pt.name
-        size = int(getattr(model, "input_size", 48))  # TorchScript files exported before 2026-11 read 48x48
+        size = model_input_size(model)
         inputs = make_inputs(size, FER_MARGIN)
         with torch.inference_mode():
             reference = model(torch.from_numpy(inputs.face))[0].numpy()

@@ -15,7 +15,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +269,3 @@ def load_pretrained(name: str) -> tuple[nn.Module, PretrainedSource, dict[str, A
     net = import_keras_mini_xception(path, src)
     return net, src, record | {"parity": parity_with_original(net, src)}
 
-
-def describe(src: PretrainedSource) -> dict[str, Any]:
-    """The source as plain data (for metadata)."""
-    return asdict(src)

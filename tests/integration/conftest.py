@@ -11,13 +11,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -129,19 +127,12 @@ def spawn_gateway(triton_grpc_url: str, workdir: Path, **settings: str) -> tuple
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_gateway(process)
-            raise RuntimeError(f"gateway not ready:\n{log.read_text()[-4000:]}")
-        time.sleep(0.2)
+    try:
+        processes.wait_http_ok(f"{url}/readyz", process, 60, "gateway", log)
+    except RuntimeError:
+        stop_gateway(process)
+        raise
+    return process, url
 
 
 def rss_kib(pid: int) -> int:

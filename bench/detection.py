@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.faces import Case, cases  # noqa: E402
+from emotorch.logs import configure_logging
 from gateway.alignment import fit_registration, register  # noqa: E402
 from gateway.boxes import iou_xywh  # noqa: E402
 from gateway.calibration import calibrate_threshold  # noqa: E402
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotion-model", type=Path, default=None, help="TorchScript model for --alignment")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     with tempfile.TemporaryDirectory() as scratch:
         mtcnn = MtcnnDetector(model_dir(args.models, Path(scratch)))
         if args.calibrate:

@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.baseline_app import MODEL_PT_ENV  # noqa: E402
 from emotorch import processes, triton_server  # noqa: E402
+from emotorch.logs import configure_logging
 from emotorch.triton_server import TritonPorts  # noqa: E402
 from gateway.detection import HaarFaceDetector  # noqa: E402
 from gateway.imaging import FER_MARGIN, crop_to_fer, decode_grayscale  # noqa: E402
@@ -948,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="py-spy binary: profile gateway and python backend in an extra run")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(timestamps=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the servers are stopped on the way out
     names = [n for n in args.model.split(",") if n]
     if unknown_models := sorted(set(names) - set(MODELS)):

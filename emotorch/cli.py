@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from emotorch import __version__, triton_server
+from emotorch.logs import configure_logging
 from emotorch.triton_server import TritonPorts
 
 
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(timestamps=True)
     return int(args.func(args))
 
 

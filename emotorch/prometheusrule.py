@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from emotorch.logs import configure_logging
 from emotorch.monitoring import MONITORING_DIR
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT, help="file to write (default %(default)s)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file is stale")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     text = render()
     current = args.output.read_text(encoding="utf-8") if args.output.exists() else None

@@ -1,12 +1,7 @@
-"""Logging set-up of the stage entry points (library code only creates loggers)."""
+"""The stages' logging set-up: the project's one definition, `emotorch.logs` (light: no third-party import)."""
 
 from __future__ import annotations
 
-import logging
+from emotorch.logs import FORMAT, configure_logging
 
-FORMAT = "%(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Configure the root logger once, for a stage's `main()`."""
-    logging.basicConfig(level=level, format=FORMAT)
+__all__ = ["FORMAT", "configure_logging"]

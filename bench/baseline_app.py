@@ -1,4 +1,4 @@
-"""The in-process baseline of bench/serving.py: what a user might build instead of Triton and the gateway.
+"""The serving bench's in-process baseline: what a user might build instead of Triton and the gateway.
 
 A plain FastAPI app served by one uvicorn worker. It loads the same TorchScript `model.pt` once and, per
 request, decodes the uploaded face, resizes it to the model's input size and runs the model in the request

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.serving import _free_port  # noqa: E402
+from bench.serving.servers import free_port  # noqa: E402
 from emotorch import processes  # noqa: E402
 from gateway.catalog import DEFAULT_CATALOG, DOMAINS, Catalog, load_catalog  # noqa: E402
 from gateway.feedback import FeedbackStore  # noqa: E402
@@ -114,9 +114,9 @@ def _flush(con: sqlite3.Connection, *batches: list[tuple[Any, ...]]) -> None:
 @contextlib.contextmanager
 def gateway(db: Path, catalog_path: Path, workdir: Path) -> Iterator[tuple[str, int]]:
     """A real gateway process on the store (no Triton); stopped on the way out."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{db}", "EMOTORCH_MODEL_WAIT_S": "0",
-           "EMOTORCH_TRITON_URL": f"127.0.0.1:{_free_port()}", "EMOTORCH_RATE_LIMIT_PER_S": "0",
+           "EMOTORCH_TRITON_URL": f"127.0.0.1:{free_port()}", "EMOTORCH_RATE_LIMIT_PER_S": "0",
            "EMOTORCH_ADMIN_TOKEN": TOKEN, "EMOTORCH_CATALOG_PATH": str(catalog_path),
            "EMOTORCH_FEEDBACK_RETENTION_DAYS": "1000"}  # the purge phase runs the 365-day purge itself; fmt: skip
     with (workdir / "gateway.log").open("wb") as log:

@@ -33,7 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.serving import _free_port, _spawn, build_torchscript, make_inputs, multipart  # noqa: E402
+from bench.serving.inputs import build_torchscript, make_inputs  # noqa: E402
+from bench.serving.load import multipart  # noqa: E402
+from bench.serving.servers import free_port, spawn  # noqa: E402
 from emotorch import processes, triton_server  # noqa: E402
 from emotorch.triton_server import TritonPorts  # noqa: E402
 from gateway.imaging import FER_MARGIN  # noqa: E402
@@ -65,18 +67,18 @@ def servers(work: Path, gateway_source: Path) -> Iterator[str]:
     repository = work / "model_repository"
     params = PublishParams()
     publish_version(repository, build_torchscript("small", work / "model.pt"), {"labels": list(LABELS)}, params)
-    ports = TritonPorts(_free_port(), _free_port(), _free_port())
+    ports = TritonPorts(free_port(), free_port(), free_port())
     with contextlib.ExitStack() as stack:
         triton = triton_server.start_triton(repository, ports, [params.model_name], cache_dir=work,
                                             log_file=work / "triton.log")  # fmt: skip
         stack.callback(triton_server.stop, triton)
         triton_server.wait_until_ready(triton, ports.http, [params.model_name], timeout_s=180)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{work / 'feedback.db'}",
                "PYTHONPATH": str(gateway_source)}  # fmt: skip
         command = [sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port),
                    "--triton-url", f"127.0.0.1:{ports.grpc}", "--log-level", "warning"]  # fmt: skip
-        gateway = _spawn(command, env, work / "gateway.log") if gateway_source == ROOT else \
+        gateway = spawn(command, env, work / "gateway.log") if gateway_source == ROOT else \
             _spawn_elsewhere(command, env, work / "gateway.log", gateway_source)  # fmt: skip
         stack.callback(processes.stop, gateway)
         processes.wait_http_ok(f"http://127.0.0.1:{port}/readyz", gateway, 120, "gateway", work / "gateway.log")

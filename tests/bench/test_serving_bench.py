@@ -15,9 +15,9 @@ def test_the_serving_bench_measures_every_target_at_every_concurrency(tmp_path: 
     out = tmp_path / "serving.json"
     # Tiny cells: this checks that every target serves the same model without errors, not how fast.
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "serving.py"), "--model", "small", "--duration", "0.5",
+        [sys.executable, "-m", "bench.serving", "--model", "small", "--duration", "0.5",
          "--warmup", "0.2", "--concurrency", "1,2", "--retries", "0", "--json", str(out)],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     data = json.loads(out.read_text())

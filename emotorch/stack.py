@@ -181,87 +181,16 @@ def run_stack(config: StackConfig) -> int:
 
 
 def _run_stack(config: StackConfig) -> int:
-    ports = [
-        config.triton_ports.http,
-        config.triton_ports.grpc,
-        config.triton_ports.metrics,
-        config.gateway_port,
-        config.prometheus_port,
-        config.mlflow_port,
-    ]
-    busy = [p for p in ports if port_in_use(config.host, p)]
-    if busy:
-        logger.error(
-            "port(s) %s already in use: is another `make up` running? Stop it or choose other ports "
-            "(emotorch up --help)",
-            busy,
-        )
-        return 1
-    try:
-        ensure_model(config)
-        ensure_detector(config)
-    except (RuntimeError, subprocess.CalledProcessError) as e:
-        logger.error("cannot build a model: %s", e)
+    if not _ports_free(config) or not _models_built(config):
         return 1
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    stopping, started = False, False
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        if not started:  # Ctrl-C during a slow start-up stops at once, not after every part is ready
-            raise _Interrupted(signum)
-
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = _StopSignals()
     try:
-        # Triton's start-up table and its harmless CUDA lines on CPU machines go to a file, not the terminal.
-        triton_log = state_dir(config) / "triton.log"
-        triton_log.parent.mkdir(parents=True, exist_ok=True)
-        triton = triton_server.start_triton(config.repository, config.triton_ports, [config.model_name],
-                                            log_file=triton_log)  # fmt: skip
-        children.append(("triton", triton))
-        triton_server.wait_until_ready(triton, config.triton_ports.http, [config.model_name])
-        gateway = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "emotorch.cli",
-                "gateway",
-                "--host",
-                config.host,
-                "--port",
-                str(config.gateway_port),
-                "--triton-url",
-                f"127.0.0.1:{config.triton_ports.grpc}",
-            ],
-            env={**os.environ, "EMOTORCH_DETECTOR_DIR": str(detector_dir(config))},
-            start_new_session=True,
-        )
-        children.append(("gateway", gateway))
-        processes.wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
+        _start_serving(config, children)
         urls = _start_observability(config, children)
-        base = f"http://{config.host}:{config.gateway_port}"
-        lines = [
-            "",
-            "EmoTorch is up (Ctrl-C stops everything)",
-            f"  demo page      {base}/",
-            f"  gateway        {base}  (API docs {base}/docs)",
-            f"  triton         http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}"
-            f"  (log {state_dir(config) / 'triton.log'})",
-            f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics",
-            *[f"  {name:<14} {url}" for name, url in urls.items()],
-            f"  try: curl -F image=@face.jpg -F consent=true {base}/v1/emotions",
-            "",
-        ]
-        print("\n".join(lines), flush=True)  # noqa: T201 - the command's output for the person at the terminal
-        started = True
-        while not stopping:
-            for name, process in children:
-                if process.poll() is not None:
-                    logger.error("%s exited with code %s; stopping the stack", name, process.returncode)
-                    return 1
-            time.sleep(0.5)
-        return 0
+        print(_banner(config, urls), flush=True)  # noqa: T201 - the command's output for the person at the terminal
+        signals.started = True
+        return _watch(children, signals)
     except (RuntimeError, triton_server.TritonStartError, monitoring.PrometheusError) as e:
         logger.error("%s", e)
         return 1
@@ -269,11 +198,100 @@ def _run_stack(config: StackConfig) -> int:
         logger.info("interrupted by signal %d while starting; stopping what started", e.args[0])
         return 128 + int(e.args[0])
     finally:
-        for name, process in reversed(children):
-            logger.info("stopping %s (pid %d)", name, process.pid)
-            if name == "triton":
-                triton_server.stop(process)  # Triton stops its own python-backend stubs
-            else:
-                processes.stop(process, whole_group=True)
-        for s, handler in previous.items():
+        _stop_all(children)
+        signals.restore()
+
+
+def _ports_free(config: StackConfig) -> bool:
+    tp = config.triton_ports
+    ports = [tp.http, tp.grpc, tp.metrics, config.gateway_port, config.prometheus_port, config.mlflow_port]
+    busy = [p for p in ports if port_in_use(config.host, p)]
+    if busy:
+        logger.error("port(s) %s already in use: is another `make up` running? Stop it or choose other ports "
+                     "(emotorch up --help)", busy)  # fmt: skip
+    return not busy
+
+
+def _models_built(config: StackConfig) -> bool:
+    try:
+        ensure_model(config)
+        ensure_detector(config)
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        logger.error("cannot build a model: %s", e)
+        return False
+    return True
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM handling while the stack runs: a signal during start-up stops at once (not after every
+    part is ready); once up, it ends the watch loop. `restore` puts the previous handlers back."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.started = False
+        self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        if not self.started:
+            raise _Interrupted(signum)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+def _start_serving(config: StackConfig, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Triton, then the gateway in front of it; each appended to `children` as soon as it runs."""
+    # Triton's start-up table and its harmless CUDA lines on CPU machines go to a file, not the terminal.
+    triton_log = state_dir(config) / "triton.log"
+    triton_log.parent.mkdir(parents=True, exist_ok=True)
+    triton = triton_server.start_triton(config.repository, config.triton_ports, [config.model_name],
+                                        log_file=triton_log)  # fmt: skip
+    children.append(("triton", triton))
+    triton_server.wait_until_ready(triton, config.triton_ports.http, [config.model_name])
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "emotorch.cli", "gateway", "--host", config.host, "--port", str(config.gateway_port),
+         "--triton-url", f"127.0.0.1:{config.triton_ports.grpc}"],
+        env={**os.environ, "EMOTORCH_DETECTOR_DIR": str(detector_dir(config))},
+        start_new_session=True,
+    )  # fmt: skip
+    children.append(("gateway", gateway))
+    processes.wait_http_ok(f"http://{config.host}:{config.gateway_port}/readyz", gateway, 60, "gateway")
+
+
+def _banner(config: StackConfig, urls: dict[str, str]) -> str:
+    base = f"http://{config.host}:{config.gateway_port}"
+    lines = [
+        "",
+        "EmoTorch is up (Ctrl-C stops everything)",
+        f"  demo page      {base}/",
+        f"  gateway        {base}  (API docs {base}/docs)",
+        f"  triton         http://127.0.0.1:{config.triton_ports.http}  grpc 127.0.0.1:{config.triton_ports.grpc}"
+        f"  (log {state_dir(config) / 'triton.log'})",
+        f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics",
+        *[f"  {name:<14} {url}" for name, url in urls.items()],
+        f"  try: curl -F image=@face.jpg -F consent=true {base}/v1/emotions",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _watch(children: list[tuple[str, subprocess.Popen[bytes]]], signals: _StopSignals) -> int:
+    """Block until a signal (0) or until a part dies (1)."""
+    while not signals.stopping:
+        for name, process in children:
+            if process.poll() is not None:
+                logger.error("%s exited with code %s; stopping the stack", name, process.returncode)
+                return 1
+        time.sleep(0.5)
+    return 0
+
+
+def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for name, process in reversed(children):
+        logger.info("stopping %s (pid %d)", name, process.pid)
+        if name == "triton":
+            triton_server.stop(process)  # Triton stops its own python-backend stubs
+        else:
+            processes.stop(process, whole_group=True)

@@ -97,86 +97,121 @@ def expression_for(label: str, intensity: float, rng: np.random.Generator, jitte
     return Expression.from_array(values)
 
 
+@dataclass
+class _Face:
+    """The canvas and the head's geometry and tones that every feature of one face is drawn with."""
+
+    img: np.ndarray
+    cx: float
+    cy: float
+    a: float  # half width
+    b: float  # half height
+    skin: float
+    dark: float  # brows, pupils, mouth interior
+    hair: float
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+    return int(round(x)), int(round(y))
+
+
+def _ax(u: float, v: float) -> tuple[int, int]:
+    return max(int(round(u)), 1), max(int(round(v)), 1)
+
+
 def _render(expr: Expression, rng: np.random.Generator) -> np.ndarray:
-    """Draw one frontal face at 4x resolution (float32 0..255)."""
+    """Draw one frontal face at 4x resolution (float32 0..255). The random draws happen in a fixed order (head,
+    eyes and brows, nose, mouth): the embedded dataset depends on it."""
+    face = _head(rng)
+    eye_y = _eyes_and_brows(face, expr, rng)
+    _nose(face, expr, rng, eye_y)
+    _mouth(face, expr, rng)
+    return face.img
+
+
+def _head(rng: np.random.Generator) -> _Face:
     s = _SCALE
     background = rng.uniform(20, 230)
     img = np.full((_CANVAS, _CANVAS), background, dtype=np.float32)
     skin = rng.uniform(80, 215)
-    dark = skin * rng.uniform(0.2, 0.45)  # brows, pupils, mouth interior
+    dark = skin * rng.uniform(0.2, 0.45)
     hair = rng.uniform(10, 200)
-
     # FER2013 faces fill the crop: eyes at ~40% height, mouth at ~75%, chin near the bottom edge.
     cx = _CANVAS / 2 + rng.normal(0, 1.5 * s)
     cy = _CANVAS * 0.53 + rng.normal(0, 1.5 * s)
-    a = rng.uniform(17.5, 20.5) * s  # half width
-    b = rng.uniform(22.0, 25.5) * s  # half height
-
-    def pt(x: float, y: float) -> tuple[int, int]:
-        return int(round(x)), int(round(y))
-
-    def ax(u: float, v: float) -> tuple[int, int]:
-        return max(int(round(u)), 1), max(int(round(v)), 1)
-
+    a = rng.uniform(17.5, 20.5) * s
+    b = rng.uniform(22.0, 25.5) * s
     # Hair behind the head, then the face, then a hairline over the forehead.
-    cv2.ellipse(img, pt(cx, cy - 0.12 * b), ax(a * 1.12, b * 1.02), 0, 0, 360, hair, -1, cv2.LINE_AA)
-    cv2.ellipse(img, pt(cx, cy), ax(a, b), 0, 0, 360, skin, -1, cv2.LINE_AA)
+    cv2.ellipse(img, _pt(cx, cy - 0.12 * b), _ax(a * 1.12, b * 1.02), 0, 0, 360, hair, -1, cv2.LINE_AA)
+    cv2.ellipse(img, _pt(cx, cy), _ax(a, b), 0, 0, 360, skin, -1, cv2.LINE_AA)
     hairline = rng.uniform(0.55, 0.85)
-    cv2.ellipse(img, pt(cx, cy - b * 0.95), ax(a * 1.02, b * (1.0 - hairline) + 2 * s), 0, 0, 360, hair, -1)
+    cv2.ellipse(img, _pt(cx, cy - b * 0.95), _ax(a * 1.02, b * (1.0 - hairline) + 2 * s), 0, 0, 360, hair, -1)
+    return _Face(img, cx, cy, a, b, skin, dark, hair)
 
-    eye_y = cy - rng.uniform(0.17, 0.24) * b
-    eye_dx = rng.uniform(0.36, 0.44) * a
-    eye_w = rng.uniform(0.2, 0.25) * a
+
+def _eyes_and_brows(f: _Face, expr: Expression, rng: np.random.Generator) -> float:
+    """Both eyes and brows; returns the eyes' height."""
+    s = _SCALE
+    eye_y = f.cy - rng.uniform(0.17, 0.24) * f.b
+    eye_dx = rng.uniform(0.36, 0.44) * f.a
+    eye_w = rng.uniform(0.2, 0.25) * f.a
     for side in (-1, 1):
-        ex = cx + side * eye_dx
+        ex = f.cx + side * eye_dx
         eh = max(eye_w * 0.42 * expr.eye_open, 0.6 * s)
-        sclera = min(255.0, skin + rng.uniform(35, 60))
-        cv2.ellipse(img, pt(ex, eye_y), ax(eye_w, eh), 0, 0, 360, sclera, -1, cv2.LINE_AA)
+        sclera = min(255.0, f.skin + rng.uniform(35, 60))
+        cv2.ellipse(f.img, _pt(ex, eye_y), _ax(eye_w, eh), 0, 0, 360, sclera, -1, cv2.LINE_AA)
         iris_r = min(eh, eye_w * 0.5)
-        cv2.circle(img, pt(ex, eye_y), max(int(iris_r), 1), dark, -1, cv2.LINE_AA)
-        cv2.ellipse(img, pt(ex, eye_y), ax(eye_w, eh), 0, 180, 360, dark, max(s // 2, 1), cv2.LINE_AA)
+        cv2.circle(f.img, _pt(ex, eye_y), max(int(iris_r), 1), f.dark, -1, cv2.LINE_AA)
+        cv2.ellipse(f.img, _pt(ex, eye_y), _ax(eye_w, eh), 0, 180, 360, f.dark, max(s // 2, 1), cv2.LINE_AA)
 
         # Brows: raise moves both ends; the inner end moves further when the inner brow lifts or pulls down.
-        brow_y = eye_y - 0.2 * b - expr.brow_raise * 0.07 * b
-        inner = (cx + side * (eye_dx - eye_w * 0.9), brow_y - expr.brow_inner * 0.065 * b)
-        outer = (cx + side * (eye_dx + eye_w * 1.1), brow_y + expr.brow_inner * 0.02 * b)
-        cv2.line(img, pt(*inner), pt(*outer), hair * 0.5 + dark * 0.5, int(rng.uniform(1.2, 2.0) * s), cv2.LINE_AA)
+        brow_y = eye_y - 0.2 * f.b - expr.brow_raise * 0.07 * f.b
+        inner = (f.cx + side * (eye_dx - eye_w * 0.9), brow_y - expr.brow_inner * 0.065 * f.b)
+        outer = (f.cx + side * (eye_dx + eye_w * 1.1), brow_y + expr.brow_inner * 0.02 * f.b)
+        tone = f.hair * 0.5 + f.dark * 0.5
+        cv2.line(f.img, _pt(*inner), _pt(*outer), tone, int(rng.uniform(1.2, 2.0) * s), cv2.LINE_AA)
+    return eye_y
 
-    # Nose: a shaded ridge and nostrils; the wrinkle adds creases across the bridge.
-    nose_y = cy + rng.uniform(0.12, 0.18) * b
-    shade = skin * 0.7
-    cv2.line(img, pt(cx, eye_y + 0.08 * b), pt(cx - 0.04 * a, nose_y), shade, s, cv2.LINE_AA)
+
+def _nose(f: _Face, expr: Expression, rng: np.random.Generator, eye_y: float) -> None:
+    """A shaded ridge and nostrils; the wrinkle adds creases across the bridge and deepens the folds."""
+    s, a, b, cx = _SCALE, f.a, f.b, f.cx
+    nose_y = f.cy + rng.uniform(0.12, 0.18) * b
+    cv2.line(f.img, _pt(cx, eye_y + 0.08 * b), _pt(cx - 0.04 * a, nose_y), f.skin * 0.7, s, cv2.LINE_AA)
     for side in (-1, 1):
-        cv2.ellipse(img, pt(cx + side * 0.1 * a, nose_y), ax(0.06 * a, 0.03 * b), 0, 0, 360, dark, -1, cv2.LINE_AA)
+        centre = _pt(cx + side * 0.1 * a, nose_y)
+        cv2.ellipse(f.img, centre, _ax(0.06 * a, 0.03 * b), 0, 0, 360, f.dark, -1, cv2.LINE_AA)
     if expr.nose_wrinkle > 0.05:
-        crease = skin - expr.nose_wrinkle * skin * 0.45
+        crease = f.skin - expr.nose_wrinkle * f.skin * 0.45
         for k in range(3):
             y = eye_y + (0.06 + 0.05 * k) * b
             w = 0.1 * a * (1 + 0.3 * expr.nose_wrinkle)
-            cv2.line(img, pt(cx - w, y), pt(cx + w, y - 0.5 * s), crease, max(s // 2, 1), cv2.LINE_AA)
-        for side in (-1, 1):  # nasolabial folds deepen with the wrinkle
-            start = pt(cx + side * 0.15 * a, nose_y)
-            end = pt(cx + side * 0.32 * a, nose_y + 0.22 * b)
-            cv2.line(img, start, end, crease, max(s // 2, 1), cv2.LINE_AA)
+            cv2.line(f.img, _pt(cx - w, y), _pt(cx + w, y - 0.5 * s), crease, max(s // 2, 1), cv2.LINE_AA)
+        for side in (-1, 1):  # nasolabial folds
+            start = _pt(cx + side * 0.15 * a, nose_y)
+            end = _pt(cx + side * 0.32 * a, nose_y + 0.22 * b)
+            cv2.line(f.img, start, end, crease, max(s // 2, 1), cv2.LINE_AA)
 
-    # Mouth: upper and lower lip curves; curve bends the corners, open separates the lips.
-    mouth_y = cy + rng.uniform(0.42, 0.5) * b
-    half_w = rng.uniform(0.26, 0.32) * a * expr.mouth_width
+
+def _mouth(f: _Face, expr: Expression, rng: np.random.Generator) -> None:
+    """Upper and lower lip curves; curve bends the corners, open separates the lips."""
+    b = f.b
+    mouth_y = f.cy + rng.uniform(0.42, 0.5) * b
+    half_w = rng.uniform(0.26, 0.32) * f.a * expr.mouth_width
     xs = np.linspace(-1.0, 1.0, 25)
     bend = -expr.mouth_curve * 0.12 * b * xs**2
     lift = expr.lip_raise * 0.07 * b * np.clip(1.0 - (xs + 0.35) ** 2 * 2.5, 0.0, None)  # left-of-centre bump
     upper = mouth_y + bend - lift - expr.mouth_open * 0.05 * b * (1 - xs**2)
     lower = mouth_y + bend + expr.mouth_open * 0.18 * b * (1 - xs**2)
-    px = cx + xs * half_w
+    px = f.cx + xs * half_w
     if expr.mouth_open > 0.04 or expr.lip_raise > 0.1:
         polygon = np.concatenate([np.stack([px, upper], 1), np.stack([px[::-1], lower[::-1]], 1)])
-        cv2.fillPoly(img, [np.round(polygon).astype(np.int32)], dark, cv2.LINE_AA)
-    lip = skin * rng.uniform(0.45, 0.7)
-    thickness = int(rng.uniform(0.7, 1.2) * s)
+        cv2.fillPoly(f.img, [np.round(polygon).astype(np.int32)], f.dark, cv2.LINE_AA)
+    lip = f.skin * rng.uniform(0.45, 0.7)
+    thickness = int(rng.uniform(0.7, 1.2) * _SCALE)
     for curve in (upper, lower):
         points = np.round(np.stack([px, curve], 1)).astype(np.int32)
-        cv2.polylines(img, [points], False, lip, thickness, cv2.LINE_AA)
-    return img
+        cv2.polylines(f.img, [points], False, lip, thickness, cv2.LINE_AA)
 
 
 def _degrade(hi_res: np.ndarray, rng: np.random.Generator, cfg: GeneratorConfig) -> np.ndarray:

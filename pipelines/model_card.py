@@ -61,43 +61,13 @@ def build_card(
 ) -> dict[str, Any]:
     """The card's content from export metadata (which carries the evaluation) and ingest's data.json."""
     evaluation = export_metadata["evaluation"]
-    behaviour = evaluation["behaviour"]
     synthetic = data_summary.get("source") == "synthetic"
-    splits = data_summary["splits"]
-    failure_modes = _weak_classes(evaluation["per_class_recall"])
-    if behaviour["flip_agreement"] < 0.95:
-        failure_modes.append(
-            f"A mirrored face changes the answer {1 - behaviour['flip_agreement']:.0%} of the time (validation)."
-        )
-    if behaviour["photometric_agreement"] < 0.95:
-        failure_modes.append(
-            f"Small brightness/contrast changes alter {1 - behaviour['photometric_agreement']:.0%} of the answers."
-        )
-    abstention = evaluation.get("abstention")
     fitted_here = evaluation.get("trained_on_this_data", True)
-    if abstention and fitted_here and not abstention["target_reached"]:
-        failure_modes.append(
-            f"No confidence threshold reaches {abstention['target_precision']:.0%} precision on validation: "
-            "every face is answered 'uncertain'."
-        )
     weights = export_metadata.get("weights") or {"name": "scratch"}
     imported = weights["name"] != "scratch"
     synthetic_training = synthetic and fitted_here
-    shape = [-1, *input_dims(export_metadata)]
-    margin = (export_metadata.get("input") or {}).get("crop_margin")
-    registration = f"; the face box is squared and widened by {margin:.0%} per side" if margin is not None else ""
     return {
-        "model": {
-            "name": export_metadata.get("model_name", "emotion"),
-            "version": version,
-            "architecture": export_metadata.get("model"),
-            "parameters": export_metadata.get("parameters"),
-            "labels": list(export_metadata["labels"]),
-            "input": f"{shape[2]}x{shape[3]} grayscale face crop (uint8), normalised inside the model{registration}",
-            "temperature": export_metadata.get("temperature"),
-            "mlflow_run_id": export_metadata.get("run_id"),
-            "registry_version": export_metadata.get("registry_version"),
-        },
+        "model": _model_section(export_metadata, version),
         "synthetic_training_data": synthetic_training,
         "notice": SYNTHETIC_NOTICE if synthetic_training else IMPORTED_NOTICE if imported and synthetic else None,
         "weights": weights,
@@ -109,21 +79,51 @@ def build_card(
             "source": data_summary.get("source"),
             "path": data_summary.get("path"),
             "fingerprint": data_summary["fingerprint"],
-            "class_counts": splits,
+            "class_counts": data_summary["splits"],
             "dropped_rows": data_summary.get("dropped", {}),
         },
         "evaluation": {
-            "test_rows": evaluation["test_rows"],
-            "accuracy": evaluation["accuracy"],
-            "macro_f1": evaluation["macro_f1"],
-            "per_class_recall": evaluation["per_class_recall"],
-            "ece_before": evaluation["ece_before"],
-            "ece_after": evaluation["ece_after"],
+            key: evaluation[key]
+            for key in ("test_rows", "accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after")
         },
-        "abstention": abstention,
-        "behaviour": behaviour,
-        "failure_modes": failure_modes + GENERAL_FAILURE_MODES,
+        "abstention": evaluation.get("abstention"),
+        "behaviour": evaluation["behaviour"],
+        "failure_modes": _failure_modes(evaluation) + GENERAL_FAILURE_MODES,
     }
+
+
+def _model_section(export_metadata: dict[str, Any], version: int | None) -> dict[str, Any]:
+    shape = [-1, *input_dims(export_metadata)]
+    margin = (export_metadata.get("input") or {}).get("crop_margin")
+    registration = f"; the face box is squared and widened by {margin:.0%} per side" if margin is not None else ""
+    return {
+        "name": export_metadata.get("model_name", "emotion"),
+        "version": version,
+        "architecture": export_metadata.get("model"),
+        "parameters": export_metadata.get("parameters"),
+        "labels": list(export_metadata["labels"]),
+        "input": f"{shape[2]}x{shape[3]} grayscale face crop (uint8), normalised inside the model{registration}",
+        "temperature": export_metadata.get("temperature"),
+        "mlflow_run_id": export_metadata.get("run_id"),
+        "registry_version": export_metadata.get("registry_version"),
+    }
+
+
+def _failure_modes(evaluation: dict[str, Any]) -> list[str]:
+    """This model's measured weaknesses (weak classes, unstable answers, an unreachable abstention target)."""
+    behaviour = evaluation["behaviour"]
+    modes = _weak_classes(evaluation["per_class_recall"])
+    if behaviour["flip_agreement"] < 0.95:
+        modes.append(f"A mirrored face changes the answer {1 - behaviour['flip_agreement']:.0%} of the time "
+                     "(validation).")  # fmt: skip
+    if behaviour["photometric_agreement"] < 0.95:
+        modes.append(f"Small brightness/contrast changes alter {1 - behaviour['photometric_agreement']:.0%} of the "
+                     "answers.")  # fmt: skip
+    abstention = evaluation.get("abstention")
+    if abstention and evaluation.get("trained_on_this_data", True) and not abstention["target_reached"]:
+        modes.append(f"No confidence threshold reaches {abstention['target_precision']:.0%} precision on "
+                     "validation: every face is answered 'uncertain'.")  # fmt: skip
+    return modes
 
 
 def _pct(value: float | None) -> str:
@@ -164,65 +164,7 @@ def _real_face_lines(real: dict[str, Any] | None) -> list[str]:
 
 def render_markdown(card: dict[str, Any]) -> str:
     """The card for people: Markdown, every figure from `card`."""
-    model, data, ev = card["model"], card["training_data"], card["evaluation"]
-    version = f" v{model['version']}" if model["version"] is not None else ""
-    lines = [f"# Model card: {model['name']}{version}", ""]
-    if card["notice"]:
-        lines += [f"> **Notice.** {card['notice']}", ""]
-    lines += [
-        f"- Architecture: `{model['architecture']}` ({model['parameters']:,} parameters)"
-        if model["parameters"] else f"- Architecture: `{model['architecture']}`",
-        f"- Labels: {', '.join(model['labels'])}",
-        f"- Input: {model['input']}",
-        f"- MLflow run: `{model['mlflow_run_id']}`; registry version: {model['registry_version']}",
-        f"- Data fingerprint: `{data['fingerprint']}`",
-        "",
-        *_weights_lines(card.get("weights") or {}),
-        "## Intended use",
-        *[f"- {u}" for u in card["intended_use"]],
-        "",
-        "## Out of scope",
-        *[f"- {u}" for u in card["out_of_scope"]],
-        "",
-        "## Training data" if not (card.get("evaluation_data") or {}).get("domain_shifted") else
-        "## Evaluation data (the weights were not trained on it)",
-        f"Source: `{data['source']}` ({data['path']}).",
-        "",
-        "| split | " + " | ".join(model["labels"]) + " | total |",
-        "|---|" + "---|" * (len(model["labels"]) + 1),
-    ]  # fmt: skip
-    for split, counts in data["class_counts"].items():
-        row = [str(counts.get(label, 0)) for label in model["labels"]]
-        lines.append(f"| {split} | " + " | ".join(row) + f" | {sum(counts.values())} |")
-    if data["dropped_rows"]:
-        lines += ["", "Dropped while ingesting: " + ", ".join(f"{k}: {v}" for k, v in data["dropped_rows"].items())]
-    lines += [
-        "",
-        f"## Evaluation (test split, {ev['test_rows']} faces, read once)"
-        + (" - domain-shifted check" if (card.get("evaluation_data") or {}).get("domain_shifted") else ""),
-        f"- Accuracy: {ev['accuracy']:.4f}",
-        f"- Macro-F1: {ev['macro_f1']:.4f}",
-        f"- Calibration (ECE, 15 bins): {ev['ece_before']:.4f} before, {ev['ece_after']:.4f} after temperature "
-        f"scaling (T = {model['temperature']:.3f}"
-        + (", fitted on validation)" if not (card.get("evaluation_data") or {}).get("domain_shifted")
-           else ": the authors' softmax, not refitted)"),
-        "",
-        "| class | test recall |",
-        "|---|---|",
-        *[f"| {label} | {recall:.4f} |" for label, recall in ev["per_class_recall"].items()],
-    ]
-    if card["abstention"]:
-        ab = card["abstention"]
-        lines += [
-            "",
-            "## Abstention",
-            f"Faces whose confidence is below {ab['threshold']:.4f} are answered `uncertain`. The threshold is "
-            + (ab.get("chosen") or f"the lowest confidence at which the kept validation predictions reach "
-               f"{ab['target_precision']:.0%} precision")
-            + (f" (reached: {'yes' if ab['target_reached'] else 'no'})." if ab.get("target_precision") else "."),
-            f"- Validation: precision {_pct(ab['validation_precision'])}, coverage {_pct(ab['validation_coverage'])}",
-            f"- Test: precision {_pct(ab['test_precision'])}, coverage {_pct(ab['test_coverage'])}",
-        ]
+    lines = _header_lines(card) + _data_lines(card) + _evaluation_lines(card) + _abstention_lines(card["abstention"])
     lines += _real_face_lines(card.get("real_faces"))
     b = card["behaviour"]
     lines += [
@@ -238,3 +180,81 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _domain_shifted(card: dict[str, Any]) -> bool:
+    return bool((card.get("evaluation_data") or {}).get("domain_shifted"))
+
+
+def _header_lines(card: dict[str, Any]) -> list[str]:
+    model, data = card["model"], card["training_data"]
+    version = f" v{model['version']}" if model["version"] is not None else ""
+    lines = [f"# Model card: {model['name']}{version}", ""]
+    if card["notice"]:
+        lines += [f"> **Notice.** {card['notice']}", ""]
+    return lines + [
+        f"- Architecture: `{model['architecture']}` ({model['parameters']:,} parameters)"
+        if model["parameters"] else f"- Architecture: `{model['architecture']}`",
+        f"- Labels: {', '.join(model['labels'])}",
+        f"- Input: {model['input']}",
+        f"- MLflow run: `{model['mlflow_run_id']}`; registry version: {model['registry_version']}",
+        f"- Data fingerprint: `{data['fingerprint']}`",
+        "",
+        *_weights_lines(card.get("weights") or {}),
+        "## Intended use",
+        *[f"- {u}" for u in card["intended_use"]],
+        "",
+        "## Out of scope",
+        *[f"- {u}" for u in card["out_of_scope"]],
+        "",
+    ]  # fmt: skip
+
+
+def _data_lines(card: dict[str, Any]) -> list[str]:
+    labels, data = card["model"]["labels"], card["training_data"]
+    lines = [
+        "## Evaluation data (the weights were not trained on it)" if _domain_shifted(card) else "## Training data",
+        f"Source: `{data['source']}` ({data['path']}).",
+        "",
+        "| split | " + " | ".join(labels) + " | total |",
+        "|---|" + "---|" * (len(labels) + 1),
+    ]
+    for split, counts in data["class_counts"].items():
+        row = [str(counts.get(label, 0)) for label in labels]
+        lines.append(f"| {split} | " + " | ".join(row) + f" | {sum(counts.values())} |")
+    if data["dropped_rows"]:
+        lines += ["", "Dropped while ingesting: " + ", ".join(f"{k}: {v}" for k, v in data["dropped_rows"].items())]
+    return lines
+
+
+def _evaluation_lines(card: dict[str, Any]) -> list[str]:
+    ev, shifted = card["evaluation"], _domain_shifted(card)
+    return [
+        "",
+        f"## Evaluation (test split, {ev['test_rows']} faces, read once)"
+        + (" - domain-shifted check" if shifted else ""),
+        f"- Accuracy: {ev['accuracy']:.4f}",
+        f"- Macro-F1: {ev['macro_f1']:.4f}",
+        f"- Calibration (ECE, 15 bins): {ev['ece_before']:.4f} before, {ev['ece_after']:.4f} after temperature "
+        f"scaling (T = {card['model']['temperature']:.3f}"
+        + (": the authors' softmax, not refitted)" if shifted else ", fitted on validation)"),
+        "",
+        "| class | test recall |",
+        "|---|---|",
+        *[f"| {label} | {recall:.4f} |" for label, recall in ev["per_class_recall"].items()],
+    ]
+
+
+def _abstention_lines(ab: dict[str, Any] | None) -> list[str]:
+    if not ab:
+        return []
+    return [
+        "",
+        "## Abstention",
+        f"Faces whose confidence is below {ab['threshold']:.4f} are answered `uncertain`. The threshold is "
+        + (ab.get("chosen") or f"the lowest confidence at which the kept validation predictions reach "
+           f"{ab['target_precision']:.0%} precision")
+        + (f" (reached: {'yes' if ab['target_reached'] else 'no'})." if ab.get("target_precision") else "."),
+        f"- Validation: precision {_pct(ab['validation_precision'])}, coverage {_pct(ab['validation_coverage'])}",
+        f"- Test: precision {_pct(ab['test_precision'])}, coverage {_pct(ab['test_coverage'])}",
+    ]  # fmt: skip

@@ -8,7 +8,6 @@ up without restarting the gateway.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.grpc.aio import InferInput as GrpcInferInput
 from tritonclient.utils import InferenceServerException
 
+from emotorch import contract
 from gateway.errors import BadInputError, InferenceTimeoutError, ModelUnavailableError
 from gateway.imaging import FER_MARGIN
 
@@ -64,19 +64,16 @@ class ModelInfo:
 
 def parse_model_info(name: str, version: str, config: dict[str, Any]) -> ModelInfo:
     """Build ModelInfo from Triton's JSON model config; raise ValueError if the contract is broken."""
-    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-    if "labels" not in params:
-        raise ValueError(f"model {name!r} config has no 'labels' parameter")
-    labels = tuple(json.loads(params["labels"]))
+    labels, metadata, card = contract.read_parameters(config)
+    if labels is None:
+        raise ValueError(f"model {name!r} config has no {contract.PARAM_LABELS!r} parameter")
     (model_input,) = config["input"]
     (model_output,) = config["output"]
     dims = tuple(int(d) for d in model_input["dims"])
-    if len(dims) != 3 or model_input.get("data_type") != "TYPE_UINT8":
+    if len(dims) != 3 or model_input.get("data_type") != contract.INPUT_TRITON_TYPE:
         raise ValueError(f"model {name!r} input must be UINT8 [C, H, W], got {model_input}")
     if [int(d) for d in model_output["dims"]] != [len(labels)]:
         raise ValueError(f"model {name!r} output dims {model_output['dims']} do not match {len(labels)} labels")
-    metadata = json.loads(params["metadata"]) if params.get("metadata") else {}
-    card = params.get("model_card", "")
     described = metadata.get("version")
     if described is not None and str(described) != str(version):
         # The config is model-level: after a version folder is removed by hand it still describes that version.

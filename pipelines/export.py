@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotorch import contract
 from pipelines.inference import ServingModel, load_checkpoint, save_scripted, script
 from pipelines.labels import FER2013_CROP_MARGIN
 from pipelines.logs import configure_logging
@@ -94,13 +95,13 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_scripted(scripted, args.out)  # byte-for-byte the same on a rerun: model.pt is a DVC output
+    tensors = contract.tensor_metadata(size, len(meta["labels"]))
     metadata = meta | {
         # The content identity of the trained model: how promote and publish find its MLflow run (no run id
         # here: this file is a DVC output and must be the same on every rerun and machine).
         CHECKPOINT_TAG: file_sha256(args.checkpoint),
-        "input": {"name": "image", "dtype": "uint8", "shape": [-1, 1, size, size], "color": "grayscale",
-                  "crop_margin": meta.get("crop_margin", FER2013_CROP_MARGIN)},
-        "output": {"name": "probabilities", "dtype": "float32", "shape": [-1, len(meta["labels"])]},
+        "input": tensors["input"] | {"crop_margin": meta.get("crop_margin", FER2013_CROP_MARGIN)},
+        "output": tensors["output"],
         "temperature": serving.temperature,
         "parity": {"samples": len(sample), "max_abs_diff": max_diff, "tolerance": PARITY_TOLERANCE},
         "reference": prediction_reference(scripted, images, meta["labels"]),

@@ -1,7 +1,8 @@
 """The Triton contract of a published model: the model-level configs (python backend and libtorch) that
 describe its input, output, batching and instances, and the settings they are rendered from.
 
-Publish writes them; the gateway reads the same fields back through Triton's config API.
+Publish writes them; the gateway reads the same fields back through Triton's config API. The names and keys
+both sides use are `emotorch.contract`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 
 import yaml
 
-from pipelines.labels import IMAGE_SIZE
+from emotorch import contract
+from emotorch.contract import input_dims
+
+__all__ = ["LIBTORCH_CONFIG", "PYTHON_CONFIG", "PublishParams", "input_dims", "render_config"]
 
 LIBTORCH_CONFIG = Path("configs") / "libtorch.pbtxt"  # Triton: --model-config-name=libtorch selects it
 PYTHON_CONFIG = Path("config.pbtxt")
@@ -79,33 +83,23 @@ def render_config(
         }
     else:
         raise ValueError(f"unknown backend {backend!r}: python or libtorch")
-    parameters |= {
-        "labels": json.dumps(labels),
-        "metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True),
-    }
-    if card_markdown is not None:
-        parameters["model_card"] = card_markdown
+    parameters |= contract.parameters(labels, metadata, card_markdown)
     parameter_lines = "\n".join(
         f"parameters {{ key: {_pbtxt_string(k)} value: {{ string_value: {_pbtxt_string(v)} }} }}"
         for k, v in parameters.items()
     )
+    dims = ", ".join(str(d) for d in input_dims(metadata))
     return f"""name: "{params.model_name}"
 {header}
 max_batch_size: {params.max_batch_size}
 input [
-  {{ name: "image" data_type: TYPE_UINT8 dims: [ {", ".join(str(d) for d in input_dims(metadata))} ] }}
+  {{ name: "{contract.INPUT_NAME}" data_type: {contract.INPUT_TRITON_TYPE} dims: [ {dims} ] }}
 ]
 output [
-  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}
+  {{ name: "{contract.OUTPUT_NAME}" data_type: {contract.OUTPUT_TRITON_TYPE} dims: [ {len(labels)} ] }}
 ]
 {instances}
 dynamic_batching {{ max_queue_delay_microseconds: {params.max_queue_delay_us} }}
 version_policy: {{ specific: {{ versions: [ {int(metadata["version"])} ] }} }}
 {parameter_lines}
 """
-
-
-def input_dims(metadata: dict[str, Any]) -> list[int]:
-    """One face's input dims [C, H, W] from the export metadata (exports before 2026-11 read FER2013's size)."""
-    shape = (metadata.get("input") or {}).get("shape", [-1, 1, IMAGE_SIZE, IMAGE_SIZE])
-    return [int(d) for d in shape[1:]]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotorch import contract
 from pipelines.triton_config import PublishParams
 
 
@@ -36,10 +37,10 @@ def load_and_verify(
                 raise PublishError(f"version {version} not ready in Triton after {timeout_s:.0f} s")
             time.sleep(0.2)
         samples = np.random.default_rng(version).integers(0, 256, size=(64, *dims), dtype=np.uint8)
-        infer_input = triton_http.InferInput("image", list(samples.shape), "UINT8")
+        infer_input = triton_http.InferInput(contract.INPUT_NAME, list(samples.shape), contract.INPUT_WIRE_TYPE)
         infer_input.set_data_from_numpy(samples)
         result = client.infer(params.model_name, [infer_input], model_version=str(version))
-        served = result.as_numpy("probabilities")
+        served = result.as_numpy(contract.OUTPUT_NAME)
     except InferenceServerException as e:
         raise PublishError(f"Triton at {triton_url} failed to load/serve version {version}: {e}") from e
     finally:

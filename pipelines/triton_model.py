@@ -33,13 +33,15 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"model.pt labels {labels} != labels.txt {published}")
         # Warm up once so that the first request does not pay for TorchScript's profiling runs.
         (image_input,) = config["input"]
+        (output,) = config["output"]
+        self.input_name, self.output_name = image_input["name"], output["name"]  # the contract, from the config
         dims = [int(d) for d in image_input["dims"]]  # C, H, W of one face: the model's own input size
         with torch.inference_mode():
             for _ in range(2):
                 self.model(torch.zeros((1, *dims), dtype=torch.uint8))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        arrays = [pb_utils.get_input_tensor_by_name(r, "image").as_numpy() for r in requests]
+        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         try:
             with torch.inference_mode():
                 probabilities = self.model(torch.from_numpy(np.concatenate(arrays))).numpy()
@@ -49,7 +51,7 @@ class TritonPythonModel:
         responses, start = [], 0
         for array in arrays:
             n = array.shape[0]
-            output = pb_utils.Tensor("probabilities", np.ascontiguousarray(probabilities[start : start + n]))
+            output = pb_utils.Tensor(self.output_name, np.ascontiguousarray(probabilities[start : start + n]))
             responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
             start += n
         return responses

@@ -19,6 +19,51 @@ UNIT_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 CONTRAST_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 
 
+# Every metric once: (field, kind, name, help, labels, histogram buckets).
+_SPECS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple[float, ...] | None], ...] = (
+    ("request_duration", Histogram, "emotorch_request_duration_seconds",
+     "HTTP request duration by route template and outcome.", ("route", "method", "outcome"), LATENCY_BUCKETS_S),
+    ("stage_duration", Histogram, "emotorch_stage_duration_seconds",
+     "Time spent per processing stage of an image request.", ("stage",), STAGE_BUCKETS_S),
+    ("predictions", Counter, "emotorch_predictions_total",
+     "Faces classified, by most likely emotion, also when the answer was 'uncertain': the class mix that drift "
+     "compares with the model's reference.", ("emotion",), None),
+    ("answers", Counter, "emotorch_answers_total",
+     "Faces answered, by the answer the client got: an emotion or 'uncertain'.", ("answer",), None),
+    ("confidence", Histogram, "emotorch_prediction_confidence", "Probability of the predicted emotion per face.",
+     (), CONFIDENCE_BUCKETS),
+    ("faces_per_image", Histogram, "emotorch_faces_per_image", "Faces found per analysed image.", (),
+     (0, 1, 2, 3, 5, 10)),
+    ("images_without_face", Counter, "emotorch_images_without_face_total",
+     "Analysed images in which no face was found.", (), None),
+    ("abstentions", Counter, "emotorch_abstentions_total",
+     "Faces answered 'uncertain': confidence below the abstention threshold.", (), None),
+    ("model", Info, "emotorch_model", "The model version the gateway last saw serving.", (), None),
+    ("model_ready", Gauge, "emotorch_model_ready", "1 when Triton reports the model ready at the last check.", (),
+     None),
+    ("feedback_events", Counter, "emotorch_feedback_events_total",
+     "Feedback events recorded, by event type, item domain and the recommendation's top emotion.",
+     ("event", "domain", "emotion"), None),
+    ("recommended_items", Counter, "emotorch_recommended_items_total",
+     "Items recommended, by domain and top emotion (CTR denominator).", ("domain", "emotion"), None),
+    ("shed_requests", Counter, "emotorch_shed_requests_total",
+     "Requests refused at admission before any work: busy (the process is full), client_busy.", ("reason",), None),
+    ("face_brightness", Histogram, "emotorch_face_brightness",
+     "Mean pixel value of each classified face crop, 0..1 (input drift).", (), UNIT_BUCKETS),
+    ("face_contrast", Histogram, "emotorch_face_contrast",
+     "Pixel standard deviation of each classified face crop, 0..1.", (), CONTRAST_BUCKETS),
+    ("reference_class_ratio", Gauge, "emotorch_reference_class_ratio",
+     "Share of each emotion in the served model's predictions on held-out data (drift reference).", ("emotion",),
+     None),
+    ("reference_mean_confidence", Gauge, "emotorch_reference_mean_confidence",
+     "Mean confidence of the served model on held-out data.", (), None),
+    ("reference_brightness", Gauge, "emotorch_reference_face_brightness",
+     "Mean pixel value of the training faces, 0..1.", (), None),
+    ("reference_contrast", Gauge, "emotorch_reference_face_contrast",
+     "Mean per-face pixel standard deviation of the validation faces, 0..1.", (), None),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class GatewayMetrics:
     registry: CollectorRegistry
@@ -46,86 +91,11 @@ class GatewayMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
         registry = registry or CollectorRegistry()
-        return cls(
-            registry=registry,
-            request_duration=Histogram(
-                "emotorch_request_duration_seconds", "HTTP request duration by route template and outcome.",
-                ["route", "method", "outcome"], buckets=LATENCY_BUCKETS_S, registry=registry,
-            ),
-            stage_duration=Histogram(
-                "emotorch_stage_duration_seconds", "Time spent per processing stage of an image request.",
-                ["stage"], buckets=STAGE_BUCKETS_S, registry=registry,
-            ),
-            predictions=Counter(
-                "emotorch_predictions_total",
-                "Faces classified, by most likely emotion, also when the answer was 'uncertain': the class mix that "
-                "drift compares with the model's reference.", ["emotion"], registry=registry,
-            ),
-            answers=Counter(
-                "emotorch_answers_total",
-                "Faces answered, by the answer the client got: an emotion or 'uncertain'.", ["answer"],
-                registry=registry,
-            ),
-            confidence=Histogram(
-                "emotorch_prediction_confidence", "Probability of the predicted emotion per face.",
-                buckets=CONFIDENCE_BUCKETS, registry=registry,
-            ),
-            faces_per_image=Histogram(
-                "emotorch_faces_per_image", "Faces found per analysed image.", buckets=(0, 1, 2, 3, 5, 10),
-                registry=registry,
-            ),
-            images_without_face=Counter(
-                "emotorch_images_without_face_total", "Analysed images in which no face was found.",
-                registry=registry,
-            ),
-            abstentions=Counter(
-                "emotorch_abstentions_total",
-                "Faces answered 'uncertain': confidence below the abstention threshold.", registry=registry,
-            ),
-            model=Info("emotorch_model", "The model version the gateway last saw serving.", registry=registry),
-            model_ready=Gauge(
-                "emotorch_model_ready", "1 when Triton reports the model ready at the last check.", registry=registry
-            ),
-            feedback_events=Counter(
-                "emotorch_feedback_events_total",
-                "Feedback events recorded, by event type, item domain and the recommendation's top emotion.",
-                ["event", "domain", "emotion"], registry=registry,
-            ),
-            recommended_items=Counter(
-                "emotorch_recommended_items_total", "Items recommended, by domain and top emotion (CTR denominator).",
-                ["domain", "emotion"], registry=registry,
-            ),
-            shed_requests=Counter(
-                "emotorch_shed_requests_total",
-                "Requests refused at admission before any work: busy (the process is full), client_busy.",
-                ["reason"], registry=registry,
-            ),
-            face_brightness=Histogram(
-                "emotorch_face_brightness", "Mean pixel value of each classified face crop, 0..1 (input drift).",
-                buckets=UNIT_BUCKETS, registry=registry,
-            ),
-            face_contrast=Histogram(
-                "emotorch_face_contrast", "Pixel standard deviation of each classified face crop, 0..1.",
-                buckets=CONTRAST_BUCKETS, registry=registry,
-            ),
-            reference_class_ratio=Gauge(
-                "emotorch_reference_class_ratio",
-                "Share of each emotion in the served model's predictions on held-out data (drift reference).",
-                ["emotion"], registry=registry,
-            ),
-            reference_mean_confidence=Gauge(
-                "emotorch_reference_mean_confidence", "Mean confidence of the served model on held-out data.",
-                registry=registry,
-            ),
-            reference_brightness=Gauge(
-                "emotorch_reference_face_brightness", "Mean pixel value of the training faces, 0..1.",
-                registry=registry,
-            ),
-            reference_contrast=Gauge(
-                "emotorch_reference_face_contrast",
-                "Mean per-face pixel standard deviation of the validation faces, 0..1.", registry=registry,
-            ),
-        )  # fmt: skip
+        made: dict[str, Any] = {}
+        for attribute, kind, name, documentation, labels, buckets in _SPECS:
+            extra = {"buckets": buckets} if buckets is not None else {}
+            made[attribute] = kind(name, documentation, list(labels), registry=registry, **extra)
+        return cls(registry=registry, **made)
 
     def observe_model(self, name: str, version: str, labels: tuple[str, ...], metadata: dict[str, Any]) -> None:
         """Publish the served model's identity and its drift reference (from its published metadata).

@@ -68,6 +68,50 @@ def input_reference(images: np.ndarray) -> dict[str, float]:
     return {"brightness": float(faces.mean(1).mean()), "contrast": float(faces.std(1).mean())}
 
 
+def checked_parity(
+    serving: nn.Module, scripted: torch.jit.ScriptModule, images: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Eager vs TorchScript on a fixed sample of validation faces; raise ParityError beyond the tolerance."""
+    rng = np.random.default_rng(0)
+    sample = images[rng.choice(len(images), size=min(PARITY_SAMPLES, len(images)), replace=False)]
+    max_diff = parity(serving, scripted, sample)
+    if not max_diff <= PARITY_TOLERANCE:
+        raise ParityError(
+            f"TorchScript differs from eager by {max_diff:.3g} > {PARITY_TOLERANCE} on {len(sample)} faces"
+        )
+    return sample, max_diff
+
+
+EVALUATION_KEYS = ("accuracy", "macro_f1", "per_class_recall", "ece_before", "ece_after", "behaviour", "test_rows",
+                   "abstention", "trained_on_this_data", "real_faces")  # fmt: skip
+
+
+def export_metadata(
+    meta: dict[str, Any],
+    serving: ServingModel,
+    scripted: torch.jit.ScriptModule,
+    images: np.ndarray,
+    evaluation: dict[str, Any],
+    checkpoint_sha256: str,
+    parity_report: dict[str, Any],
+) -> dict[str, Any]:
+    """What travels with the exported model: the checkpoint's metadata, the tensor contract, the temperature,
+    the eager/TorchScript parity, the drift references and the evaluation."""
+    tensors = contract.tensor_metadata(serving.input_size, len(meta["labels"]))
+    return meta | {
+        # The content identity of the trained model: how promote and publish find its MLflow run (no run id
+        # here: this file is a DVC output and must be the same on every rerun and machine).
+        CHECKPOINT_TAG: checkpoint_sha256,
+        "input": tensors["input"] | {"crop_margin": meta.get("crop_margin", FER2013_CROP_MARGIN)},
+        "output": tensors["output"],
+        "temperature": serving.temperature,
+        "parity": parity_report,
+        "reference": prediction_reference(scripted, images, meta["labels"]),
+        "input_reference": input_reference(images),
+        "evaluation": {k: evaluation[k] for k in EVALUATION_KEYS if k in evaluation},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -83,46 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     evaluation = json.loads(args.evaluation.read_text())
     serving = ServingModel(net, meta["labels"], meta["mean"], meta["std"], evaluation["temperature"]).eval()
     scripted = script(serving)
-    size = serving.input_size
-    images, _ = load_split(args.table, "validation", size)
-    rng = np.random.default_rng(0)
-    sample = images[rng.choice(len(images), size=min(PARITY_SAMPLES, len(images)), replace=False)]
-    max_diff = parity(serving, scripted, sample)
-    if not max_diff <= PARITY_TOLERANCE:
-        raise ParityError(
-            f"TorchScript differs from eager by {max_diff:.3g} > {PARITY_TOLERANCE} on {len(sample)} faces"
-        )
-
+    images, _ = load_split(args.table, "validation", serving.input_size)
+    sample, max_diff = checked_parity(serving, scripted, images)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_scripted(scripted, args.out)  # byte-for-byte the same on a rerun: model.pt is a DVC output
-    tensors = contract.tensor_metadata(size, len(meta["labels"]))
-    metadata = meta | {
-        # The content identity of the trained model: how promote and publish find its MLflow run (no run id
-        # here: this file is a DVC output and must be the same on every rerun and machine).
-        CHECKPOINT_TAG: file_sha256(args.checkpoint),
-        "input": tensors["input"] | {"crop_margin": meta.get("crop_margin", FER2013_CROP_MARGIN)},
-        "output": tensors["output"],
-        "temperature": serving.temperature,
-        "parity": {"samples": len(sample), "max_abs_diff": max_diff, "tolerance": PARITY_TOLERANCE},
-        "reference": prediction_reference(scripted, images, meta["labels"]),
-        "input_reference": input_reference(images),
-        "evaluation": {
-            k: evaluation[k]
-            for k in (
-                "accuracy",
-                "macro_f1",
-                "per_class_recall",
-                "ece_before",
-                "ece_after",
-                "behaviour",
-                "test_rows",
-                "abstention",
-                "trained_on_this_data",
-                "real_faces",
-            )
-            if k in evaluation
-        },  # fmt: skip
-    }
+    parity_report = {"samples": len(sample), "max_abs_diff": max_diff, "tolerance": PARITY_TOLERANCE}
+    metadata = export_metadata(meta, serving, scripted, images, evaluation, file_sha256(args.checkpoint), parity_report)
     if args.data_metrics is not None:
         metadata["data"] = json.loads(args.data_metrics.read_text())
     args.metadata.write_text(json.dumps(metadata, indent=2) + "\n")

@@ -31,14 +31,26 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: Literal["
 
     A box is dropped when it overlaps an already kept, better-scoring box by more than `threshold`. The "min"
     mode also drops a small box lying inside a bigger one (MTCNN's last stage uses it against nested boxes).
+    Coordinates and areas are read once; each round compares the best remaining box with the rest (what
+    `overlaps` computes, without its per-call set-up: this runs a dozen times per photo).
     """
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
+    area = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     while order.size:
         best = int(order[0])
         keep.append(best)
         rest = order[1:]
-        order = rest[overlaps(boxes[best], boxes[rest], mode) <= threshold]
+        w = np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0.0)
+        h = np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0.0)
+        inter = w * h
+        if mode == "union":
+            denominator = area[best] + area[rest] - inter
+        else:
+            denominator = np.minimum(area[best], area[rest])
+        ratio = np.divide(inter, denominator, out=np.zeros_like(inter), where=denominator > 0)
+        order = rest[ratio <= threshold]
     return np.asarray(keep, dtype=np.int64)
 
 

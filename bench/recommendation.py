@@ -208,7 +208,8 @@ def gate(world: World, r: dict[str, tuple[int, int, int, int]], learner: str = "
     other = ("blind" if learner == "emotorch" else f"{learner}-blind") if world.mood_share > 0 else "static"
     ref = r[other][0] / r[other][1]
     tolerance = 2 * np.sqrt(max(ref * (1 - ref), 1e-9) / r[other][1])
-    return f"{'PASS' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {other.split('-')[0]})"
+    label = "blind" if other.endswith("blind") else other
+    return f"{'PASS' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {label})"
 
 
 def gate_lines(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> list[str]:

@@ -10,6 +10,7 @@ import numpy as np
 from gateway.catalog import DOMAINS, Catalog
 from gateway.feedback import FeedbackStore, Shown
 from gateway.learner import Evidence, Posterior
+from gateway.linear_learner import Fitter
 from gateway.privacy import new_session_id, session_digest
 from gateway.recommendation import PER_CATEGORY_CAP, rank, select
 from gateway.votes import examination, outcome_value
@@ -24,10 +25,12 @@ def capped(scores: np.ndarray, rows: np.ndarray, catalog: Catalog, k: int) -> li
 
 
 class Learner:
-    """The gateway's learner in memory: the same rank(), Posterior and outcome values as the store."""
+    """The gateway's learner in memory: the same rank(), posterior fit and outcome values as the store."""
 
-    def __init__(self, catalog: Catalog, blind: bool = False, shared: bool = True, decay: bool = True) -> None:
-        self.catalog, self.blind, self.shared = catalog, blind, shared
+    def __init__(self, catalog: Catalog, blind: bool = False, shared: bool = True, decay: bool = True,
+                 kind: str = "beta") -> None:  # fmt: skip
+        self.catalog, self.blind = catalog, blind
+        self.fit = Fitter(kind, shared)  # the product's own fitting code (gateway/linear_learner.py)
         self.evidence = Evidence.empty(catalog, 0.0, HALF_LIFE_ROUNDS if decay else None)
         self.uniform = np.full(len(catalog.labels), 1.0 / len(catalog.labels))
         self.t = 0
@@ -36,7 +39,7 @@ class Learner:
     def choose(self, p: np.ndarray, domain: str, k: int, rng: np.random.Generator) -> list[int]:
         if self.posterior is None or self.t % REFIT_EVERY == 0:
             successes, failures = self.evidence.now(float(self.t))
-            self.posterior = Posterior.fit(self.catalog, successes, failures, self.shared)
+            self.posterior = self.fit(self.catalog, successes, failures)
         q = self.uniform if self.blind else p
         return [self.catalog.index[r.item.id] for r in rank(self.catalog, q, self.posterior, [domain], k, rng)[domain]]
 

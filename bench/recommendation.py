@@ -14,13 +14,17 @@ probability 0.9**p, likes what she looks at with its hidden probability and dism
 at and did not like. Like a real client, she sends only likes and dismissals; the server logs the rest.
 
 Policies, on the same users and the same luck:
-  emotorch     the gateway's ranking (gateway.recommendation.rank over gateway.learner.Posterior), learning
-               from the evidence gateway/votes.py defines: serve-time misses weighted by position, likes,
-               dismissals; evidence decays (HALF_LIFE_ROUNDS); `--store` runs it through the real
-               FeedbackStore on SQLite instead of in memory (the product's code path, HTTP aside)
+  emotorch     the gateway's default learner (gateway.linear_learner.DEFAULT_LEARNER) and ranking
+               (gateway.recommendation.rank over its posterior), learning from the evidence gateway/votes.py
+               defines: serve-time misses weighted by position, likes, dismissals; evidence decays
+               (HALF_LIFE_ROUNDS); `--store` runs it through the real FeedbackStore on SQLite instead of in
+               memory (the product's code path, HTTP aside)
   blind        the same learner without the emotion (a uniform vector for ranking and for credit)
-  item-only    emotorch without the category level (no sharing between items)   [default world only]
-  no-decay     emotorch without decay                                            [default world only]
+  beta|linear  the other learner the setting EMOTORCH_LEARNER can select, and its blind twin ("-blind"):
+               beta is gateway/learner.py (Beta per item and emotion under a Gamma per category), linear is
+               gateway/linear_learner.py (emotion x features regression plus item quality residual)
+  item-only    the beta learner without the category level (no sharing between items) [first world only]
+  no-decay     emotorch without decay                                                  [first world only]
   static       the fixed emotion -> category map: items of the catalog category with the highest affinity
                for the predicted top emotion, at random within it
   popularity   the items with the best smoothed like rate so far, emotion ignored
@@ -33,18 +37,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread: the linear learner's small solves run ~4x slower when two threads fight other work for 2 cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.policies import Learner, StoreLearner, capped, popularity_policy, static_policy  # noqa: E402
 from gateway.catalog import DEFAULT_CATALOG, DOMAINS, Catalog, load_catalog  # noqa: E402
+from gateway.linear_learner import DEFAULT_LEARNER, LEARNERS  # noqa: E402
+
+OTHER_LEARNER = next(kind for kind in LEARNERS if kind != DEFAULT_LEARNER)
 
 EMOTION_MIX = np.array([3995, 436, 4097, 7215, 4965, 4830, 3171], dtype=np.float64)  # FER2013 train split
 EMOTION_PRIOR = EMOTION_MIX / EMOTION_MIX.sum()
@@ -115,10 +126,14 @@ def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: b
     world_rng = np.random.default_rng([seed, 1])
     rates = hidden_rates(catalog, world.mood_share, world_rng)
     gap = evidence_for_accuracy(world.accuracy)
-    learners: dict[str, object] = {"emotorch": Learner(catalog), "blind": Learner(catalog, blind=True),
-                                   "popularity": popularity_policy(catalog)}  # fmt: skip
+    learners: dict[str, object] = {
+        "emotorch": Learner(catalog, kind=DEFAULT_LEARNER), "blind": Learner(catalog, blind=True, kind=DEFAULT_LEARNER),
+        OTHER_LEARNER: Learner(catalog, kind=OTHER_LEARNER),
+        f"{OTHER_LEARNER}-blind": Learner(catalog, blind=True, kind=OTHER_LEARNER),
+        "popularity": popularity_policy(catalog)}  # fmt: skip
     if variants:
-        learners |= {"item-only": Learner(catalog, shared=False), "no-decay": Learner(catalog, decay=False)}
+        learners |= {"item-only": Learner(catalog, shared=False, kind="beta"),
+                     "no-decay": Learner(catalog, decay=False, kind=DEFAULT_LEARNER)}  # fmt: skip
     if store_dir is not None:
         learners["emotorch (store)"] = StoreLearner(catalog, store_dir)
     static = static_policy(catalog)
@@ -183,16 +198,30 @@ def table(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> 
     return lines
 
 
-def gate(world: World, r: dict[str, tuple[int, int, int, int]]) -> str:
+def gate(world: World, r: dict[str, tuple[int, int, int, int]], learner: str = "emotorch") -> str:
     """Never worse than the emotion-blind learner where mood matters, never worse than static where it does not.
 
-    'Worse' is judged on the whole run with a tolerance of two binomial standard errors (the runs are short).
+    `learner` is judged against its own blind twin ("blind" for "emotorch", "<name>-blind" otherwise). 'Worse' is
+    judged on the whole run with a tolerance of two binomial standard errors (the runs are short).
     """
-    emo = r["emotorch"][0] / r["emotorch"][1]
-    other = "blind" if world.mood_share > 0 else "static"
+    emo = r[learner][0] / r[learner][1]
+    other = ("blind" if learner == "emotorch" else f"{learner}-blind") if world.mood_share > 0 else "static"
     ref = r[other][0] / r[other][1]
     tolerance = 2 * np.sqrt(max(ref * (1 - ref), 1e-9) / r[other][1])
-    return f"{'pass' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {other})"
+    label = "blind" if other.endswith("blind") else other
+    return f"{'PASS' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {label})"
+
+
+def gate_lines(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> list[str]:
+    """The gate, spelled out per world for the default learner, and for the other one beside it."""
+    lines = [f"Gate (never worse than the emotion-blind learner where mood matters, never worse than static where "
+             f"it does not), default learner '{DEFAULT_LEARNER}' (emotorch) and '{OTHER_LEARNER}':"]  # fmt: skip
+    for world, r in results:
+        where = f"mood {world.mood_share:.0%}, accuracy {world.accuracy:.0%}{', drift' if world.drift else ''}"
+        lines.append(f"  {where}: {DEFAULT_LEARNER} {gate(world, r)}; {OTHER_LEARNER} {gate(world, r, OTHER_LEARNER)}")
+    failed = [w for w, r in results if gate(w, r).startswith("FAIL")]
+    lines.append(f"  default learner: {'PASS in every world' if not failed else f'FAIL in {len(failed)} world(s)'}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,15 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     out = [f"Likes per 100 items shown (whole run / last third), {args.rounds} rounds, k={K}, seed {args.seed} "
            f"({seconds:.0f} s)", ""]  # fmt: skip
     if len(results) > 1:
+        main_names = ("emotorch", "blind", OTHER_LEARNER, f"{OTHER_LEARNER}-blind", "static", "popularity", "oracle")
         out += ["Default world, every policy:", *lines, "", "Every world:",
-                *table([(w, {n: r[n] for n in ("emotorch", "blind", "static", "popularity", "oracle")})
-                        for w, r in results])]  # fmt: skip
+                *table([(w, {n: r[n] for n in main_names}) for w, r in results])]  # fmt: skip
     else:
         out += table(results)
+    out += ["", *gate_lines(results)]
     print("\n".join(out))  # noqa: T201 - a benchmark prints its table
     if args.json:
         keys = ("likes", "shown", "likes_last_third", "shown_last_third")
-        payload = [{"mood_share": w.mood_share, "accuracy": w.accuracy, "drift": w.drift, "gate": gate(w, r),
+        payload = [{"mood_share": w.mood_share, "accuracy": w.accuracy, "drift": w.drift, "learner": DEFAULT_LEARNER,
+                    "gate": gate(w, r), "gate_other": gate(w, r, OTHER_LEARNER),
                     "policies": {n: dict(zip(keys, v, strict=True)) for n, v in r.items()}}
                    for w, r in results]  # fmt: skip
         args.json.write_text(json.dumps({"rounds": args.rounds, "seed": args.seed, "worlds": payload}) + "\n")

@@ -83,7 +83,8 @@ def create_app(
             settings.triton_url, settings.model_name, settings.triton_timeout_s, settings.retry_after_s
         )
         catalog = CatalogHolder(load_catalog(settings.catalog_path))  # a bad catalog stops start-up, naming the row
-        store = FeedbackStore(settings.database_url, half_life_days=settings.learning_half_life_days)
+        store = FeedbackStore(settings.database_url, half_life_days=settings.learning_half_life_days,
+                              learner=settings.learner)
         # The learned state builds in the background; a large log keeps ranking from the catalog until it is in.
         await run_in_threadpool(store.start, catalog.current, LEARNED_STATE_WAIT_S)
         retention_s = settings.feedback_retention_days * 86400.0

@@ -32,6 +32,7 @@ from gateway.feedback_schema import create_schema, events, evidence, recommendat
 from gateway.feedback_schema import recommended_items as shown
 from gateway.learned_state import LearnedState
 from gateway.learner import Posterior
+from gateway.linear_learner import DEFAULT_LEARNER
 from gateway.privacy import coarsen
 from gateway.votes import EVENTS, ItemNotRecommendedError, UnknownRecommendationError, count_vote, examination
 
@@ -62,13 +63,13 @@ class FeedbackStore:
     """Synchronous store (call it from a worker thread in async code)."""
 
     def __init__(self, url: str, stats_ttl_s: float = 1.0, half_life_days: float | None = 30.0,
-                 shared: bool = True) -> None:  # fmt: skip
+                 shared: bool = True, learner: str = DEFAULT_LEARNER) -> None:  # fmt: skip
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", sqlite_pragmas)
         create_schema(self.engine)
         half_life_s = half_life_days * 86400.0 if half_life_days else None
-        self.learned = LearnedState(self.engine, half_life_s, stats_ttl_s, shared)
+        self.learned = LearnedState(self.engine, half_life_s, stats_ttl_s, shared, learner)
         self._started = threading.Lock()
 
     def start(self, catalog: Catalog, wait_s: float = 5.0) -> None:

@@ -2,9 +2,11 @@
 
 Every change to what feedback has taught is a row of the append-only `evidence` table: a served recommendation
 adds each counted item's position-weighted miss, a like turns that miss into a success, an erased session
-adds negated copies of its rows. A request never reads the whole history: it takes the current posterior and,
-at most once per `refresh_ttl_s` (or right after this process wrote), applies the rows after the last one it
-saw, at most REFRESH_BATCH of them. Full rebuilds (at start, on a catalog change, every FULL_REBUILD_S, or
+adds negated copies of its rows. A request never reads the whole history: it takes the current posterior; only
+right after this process wrote does it apply the rows after the last one seen itself, at most INLINE_BATCH of
+them (so it ranks with its own writes). Everything else (others' writes, a purge's or an erasure's negated rows,
+the linear learner's shared refit) is followed by the background thread at least once per `refresh_ttl_s`, in
+CHUNK-row steps that hold the lock briefly. Full rebuilds (at start, on a catalog change, every FULL_REBUILD_S, or
 after a gap long enough that compacted rows might have been missed) run in a background thread that streams
 the log in chunks (bounded memory) and swaps the result in; requests keep using the previous state meanwhile.
 """
@@ -27,6 +29,7 @@ from sqlalchemy import Engine, Select, create_engine, delete, func, select
 from gateway.catalog import Catalog
 from gateway.feedback_schema import evidence
 from gateway.learner import Evidence, Posterior
+from gateway.linear_learner import DEFAULT_LEARNER, Fitter
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +41,22 @@ REFRESH_BATCH = 20_000
 CHUNK = 5_000
 REBUILD_PAUSE = 2.0  # seconds of pause per second of rebuild work, when the rebuild runs in this process
 IN_PROCESS_MAX_ROWS = 50_000  # a longer log is rebuilt in a child process
-IDLE_REFRESH_S = 5.0  # an idle process still follows the log, so it never falls behind a compaction
+INLINE_BATCH = 1_000  # log rows a request applies itself (to see its own writes); the background reads the rest
+DIRTY_WAIT_S = 2.0  # how long a request that wrote waits for a refresh in progress
+SHARED_REFIT_S = 30.0
 
 
 class LearnedState:
     """The posterior this process ranks with; thread-safe."""
 
     def __init__(self, engine: Engine, half_life_s: float | None, refresh_ttl_s: float = 1.0,
-                 shared: bool = True) -> None:  # fmt: skip
+                 shared: bool = True, learner: str = DEFAULT_LEARNER) -> None:  # fmt: skip
         self.engine = engine
         self.half_life_s = half_life_s
         self.refresh_ttl_s = refresh_ttl_s
-        self.shared = shared
+        # The linear learner's slow shared part is refitted by the background thread (every loop with news);
+        # a request only adds cell evidence, unless that thread has fallen SHARED_REFIT_S behind.
+        self.fit_posterior = Fitter(learner, shared, SHARED_REFIT_S if refresh_ttl_s > 0 else 0.0)
         self._lock = threading.Lock()  # guards the fields below; never held while reading the whole log
         self._catalog: Catalog | None = None
         self._evidence: Evidence | None = None
@@ -57,6 +64,7 @@ class LearnedState:
         self._last_id = 0
         self._refreshed_at = 0.0
         self._dirty = False
+        self._refit_due = True
         self._rebuilt_at = -FULL_REBUILD_S
         self._building = threading.Event()
         self._wake = threading.Event()
@@ -97,39 +105,63 @@ class LearnedState:
         evidence_, posterior = self._evidence, self._posterior
         if evidence_ is None:
             empty = np.zeros_like(catalog.affinity)
-            return Posterior.fit(catalog, empty, empty, self.shared)
-        due = self._dirty or time.monotonic() - self._refreshed_at >= self.refresh_ttl_s
-        if due and self._lock.acquire(blocking=False):  # another thread refreshing: use what is there
+            return self.fit_posterior(catalog, empty, empty)
+        due = time.monotonic() - self._refreshed_at >= self.refresh_ttl_s
+        if due and not self._dirty and self.refresh_ttl_s > 0:
+            self._wake.set()  # others' writes: the background thread reads them, never a request
+            due = False
+        # This process wrote (or every ranking must see every write: ttl 0): wait for a refresh in progress rather
+        # than rank without it.
+        wait_s = DIRTY_WAIT_S if self._dirty or self.refresh_ttl_s <= 0 else 0.0
+        if (due or self._dirty) and self._lock.acquire(timeout=wait_s):
             try:
                 if self._evidence is not None and self._catalog is catalog:
-                    self._refresh_locked(catalog)
+                    self._refresh_locked(catalog, INLINE_BATCH if self.refresh_ttl_s > 0 else REFRESH_BATCH)
                     posterior = self._posterior
             finally:
                 self._lock.release()
         assert posterior is not None
         return posterior
 
+    def _refresh_in_background(self) -> None:
+        """Follow the log in full batches and refit the learner's slow shared part, off the request path."""
+        catalog = self._catalog
+        if catalog is None or self._evidence is None:
+            return
+        with self._lock:
+            self._refresh_locked(catalog, CHUNK)  # short holds of the lock: a request that wrote may be waiting
+            assert self._evidence is not None
+            successes, failures = self._evidence.now(time.time())
+            changed, self._refit_due = self._refit_due, False
+        if changed:
+            self.fit_posterior.refit(catalog, successes, failures)  # slow, and without the lock
+            with self._lock:
+                if self._evidence is not None and self._catalog is catalog:
+                    self._posterior = self._fit(catalog, self._evidence)
+
     def rebuild_soon(self) -> None:
         """Ask the background thread for a full rebuild now."""
         self._rebuilt_at = -FULL_REBUILD_S
         self._wake.set()
 
-    def _refresh_locked(self, catalog: Catalog) -> None:
+    def _refresh_locked(self, catalog: Catalog, batch: int) -> None:
         assert self._evidence is not None
         self._dirty = False
         with self.engine.connect() as conn:
             rows = conn.execute(_columns().where(evidence.c.id > self._last_id)
-                                .order_by(evidence.c.id).limit(REFRESH_BATCH)).all()  # fmt: skip
+                                .order_by(evidence.c.id).limit(batch)).all()  # fmt: skip
         if rows:
             self._last_id = self._apply(catalog, self._evidence, rows)
-            self._dirty = len(rows) == REFRESH_BATCH  # more to read: the next request continues
+            self._refit_due = True
+            if len(rows) == batch:  # more to read: the background thread continues
+                self._wake.set()
         if rows or self._posterior is None:
             self._posterior = self._fit(catalog, self._evidence)
         self._refreshed_at = time.monotonic()
 
     def _fit(self, catalog: Catalog, evidence_: Evidence) -> Posterior:
         successes, failures = evidence_.now(time.time())
-        return Posterior.fit(catalog, successes, failures, self.shared)
+        return self.fit_posterior(catalog, successes, failures)
 
     def _apply(self, catalog: Catalog | _Keys, target: Evidence, rows: Sequence[Any]) -> int:
         """Add log rows to `target` in one vectorised step; return the last id applied.
@@ -228,8 +260,8 @@ class LearnedState:
                 if self._evidence is None or now - self._rebuilt_at > FULL_REBUILD_S or stale:
                     self._rebuilt_at = now
                     self.rebuild()
-                elif now - self._refreshed_at > IDLE_REFRESH_S and self._catalog is not None:
-                    self.posterior(self._catalog)
+                else:
+                    self._refresh_in_background()
                 if now - last_compaction > 60.0:
                     last_compaction = now
                     self.compact()

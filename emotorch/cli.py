@@ -1,4 +1,4 @@
-"""The `emotorch` command: run the stack, Triton or the gateway."""
+"""The `emotorch` command: run the stack, Triton or the gateway; read photos; write sample photos."""
 
 from __future__ import annotations
 
@@ -75,6 +75,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return predict_photos(args.photos, args.url, args.mode, args.consent, args.timeout, sys.stdout)
 
 
+def _cmd_samples(args: argparse.Namespace) -> int:
+    from emotorch.samples import write_samples
+
+    write_samples(args.folder, sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotorch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"emotorch {__version__}")
@@ -142,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
     predict.set_defaults(func=_cmd_predict)
+
+    samples = sub.add_parser(
+        "samples",
+        help="write sample photos (from installed packages) for the README's examples",
+        description="Write selfie.jpg (skimage's astronaut), face.jpg (a close-up of her face, for mode=face), "
+        "two-people.jpg (with matplotlib's Grace Hopper) and coffee.jpg (no face) into FOLDER. Nothing is "
+        "downloaded: the photos ship with scikit-image and matplotlib.",
+    )
+    samples.add_argument("folder", type=Path, nargs="?", default=Path("samples"), metavar="FOLDER",
+                         help="where to write them (default %(default)s, ignored by git)")  # fmt: skip
+    samples.set_defaults(func=_cmd_samples)
     return parser
 
 

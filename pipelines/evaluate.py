@@ -30,6 +30,7 @@ import yaml
 from pipelines.inference import load_checkpoint, predict_logits, to_tensor
 from pipelines.labels import FER2013_CROP_MARGIN, IMAGE_SIZE, LABELS
 from pipelines.logs import configure_logging
+from pipelines.plots import plot_confusion, plot_reliability
 from pipelines.pretrained import SCRATCH
 from pipelines.scoring import (
     Abstention,
@@ -205,31 +206,26 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _plot_confusion(matrix: list[list[int]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.array(matrix)
-    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
-    ax.set_yticks(range(len(LABELS)), LABELS)
-    ax.set(xlabel="predicted", ylabel="actual", title="test confusion matrix (row-normalised, counts)")
-    for (i, j), n in np.ndenumerate(counts):
-        ax.text(j, i, str(n), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The few figures `dvc metrics show` prints (one short row in a 120-column terminal); eval.json keeps every
+    figure, per class and per check."""
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "ece_before": metrics["ece_before"],
+        "ece_after": metrics["ece_after"],
+        "temperature": metrics["temperature"],
+        "abstain_below": metrics["abstention"]["threshold"],  # confidence under which a face is "uncertain"
+        "coverage": metrics["abstention"]["test_coverage"],  # share of test faces answered above it
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--table", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True, help="eval.json to write")
+    parser.add_argument("--metrics", type=Path, required=True, help="eval.json to write (every figure)")
+    parser.add_argument("--headline", type=Path, required=True, help="the headline figures' JSON (dvc metrics show)")
     parser.add_argument("--plots-dir", type=Path, required=True, help="folder for confusion/reliability CSVs")
     parser.add_argument("--params", type=Path, default=None, help="params.yaml (evaluate.abstain_target_precision)")
     args = parser.parse_args(argv)
@@ -250,7 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     _write_csv(plots["reliability"], args.plots_dir / "reliability.csv")
     per_class = [{"label": label, **values} for label, values in metrics["per_class"].items()]
     _write_csv(per_class, args.plots_dir / "per_class.csv")
-    _plot_confusion(plots["matrix"], args.plots_dir / "confusion.png")
+    plot_confusion(plots["matrix"], args.plots_dir / "confusion.png")
+    plot_reliability(plots["reliability"], args.plots_dir / "reliability.png")
+    args.headline.write_text(json.dumps(headline(metrics), indent=2) + "\n")
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
@@ -260,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     use_fluent_api()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(evaluation_metrics(metrics))
-        for name in ("confusion.png", "per_class.csv", "reliability.csv"):
+        for name in ("confusion.png", "per_class.csv", "reliability.csv", "reliability.png"):
             mlflow.log_artifact(str(args.plots_dir / name), artifact_path="evaluation")
     logger.info("test accuracy %.4f, macro-F1 %.4f, ECE %.4f -> %.4f at T=%.3f", metrics["accuracy"],
                 metrics["macro_f1"], metrics["ece_before"], metrics["ece_after"], metrics["temperature"])  # fmt: skip

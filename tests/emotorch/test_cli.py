@@ -13,7 +13,7 @@ from emotorch.triton_server import TritonPorts
 from tests.conftest import free_port
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["triton"], ["gateway"], ["predict"]])
+@pytest.mark.parametrize("command", [[], ["up"], ["triton"], ["gateway"], ["predict"], ["samples"]])
 def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

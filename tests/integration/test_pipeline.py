@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -111,11 +112,37 @@ def test_evaluation_metrics_and_plots(pipeline_project: Path) -> None:
     assert 0 <= behaviour["flip_agreement"] <= 1 and list(behaviour["suite_recall"]) == list(LABELS)
     shown = run_dvc(pipeline_project, "metrics", "show", "--json")
     assert shown.returncode == 0 and "macro_f1" in shown.stdout
-    plots = run_dvc(pipeline_project, "plots", "show", "-o", "plots_html")
-    assert plots.returncode == 0, plots.stderr
+
+
+def test_dvc_metrics_show_fits_a_120_column_terminal(pipeline_project: Path) -> None:
+    """The headline figures, one short row; the per-class detail stays in eval.json."""
+    shown = run_dvc(pipeline_project, "metrics", "show")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.rstrip("\n").splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 120, shown.stdout
+    assert lines[0].split()[:1] == ["Path"] and {"accuracy", "macro_f1", "ece_after"} <= set(lines[0].split())
+    evaluation = json.loads((pipeline_project / "metrics" / "eval.json").read_text())
+    headline = json.loads((pipeline_project / "metrics" / "headline.json").read_text())
+    assert headline["macro_f1"] == evaluation["macro_f1"]
+    assert headline["coverage"] == evaluation["abstention"]["test_coverage"]
+    detail = run_dvc(pipeline_project, "metrics", "show", "metrics/eval.json")
+    assert detail.returncode == 0 and "per_class.sad.recall" in detail.stdout
+
+
+def test_every_plot_shows_offline(pipeline_project: Path) -> None:
+    """`dvc plots show` embeds every plot of dvc.yaml as an image the stages drew: no script from a CDN."""
+    plots = yaml.safe_load((pipeline_project / "dvc.yaml").read_text())["plots"]
+    assert plots and all(isinstance(p, str) and p.endswith(".png") for p in plots), plots
+    shown = run_dvc(pipeline_project, "plots", "show", "-o", "plots_html")
+    assert shown.returncode == 0, shown.stderr
     html = (pipeline_project / "plots_html" / "index.html").read_text()
-    for title in ("training curves", "test confusion matrix", "reliability diagram"):
-        assert title in html
+    assert "<script" not in html and "http" not in html.split("<body>")[0].lower()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == len(plots)
+    for image in images:
+        assert (pipeline_project / "plots_html" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in plots:  # each drawn from this run's data: a real figure, not an empty canvas
+        assert (pipeline_project / plot).stat().st_size > 10_000
 
 
 def test_project_has_a_default_dvc_remote() -> None:

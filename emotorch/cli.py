@@ -86,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotorch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"emotorch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_up_command(sub)
+    _add_triton_command(sub)
+    _add_gateway_command(sub)
+    _add_predict_command(sub)
+    _add_samples_command(sub)
+    return parser
 
+
+def _add_up_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
         "up",
         help="reproduce the pipeline, then start Triton, the gateway, Prometheus and the MLflow UI",
@@ -103,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_triton_ports(up, offset=0)
     up.set_defaults(func=_cmd_up)
 
+
+def _add_triton_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     triton = sub.add_parser(
         "triton",
         help="run the Triton server bundled in nvidia-pytriton",
@@ -121,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_triton_ports(triton)
     triton.set_defaults(func=_cmd_triton)
 
+
+def _add_gateway_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway = sub.add_parser(
         "gateway",
         help="run the FastAPI gateway",
@@ -132,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     gateway.set_defaults(func=_cmd_gateway)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     predict = sub.add_parser(
         "predict",
         help="read the emotions in photos through a running gateway and print a table",
@@ -150,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
     predict.set_defaults(func=_cmd_predict)
 
+
+def _add_samples_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     samples = sub.add_parser(
         "samples",
         help="write sample photos (from installed packages) for the README's examples",
@@ -160,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("folder", type=Path, nargs="?", default=Path("samples"), metavar="FOLDER",
                          help="where to write them (default %(default)s, ignored by git)")  # fmt: skip
     samples.set_defaults(func=_cmd_samples)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

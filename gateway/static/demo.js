@@ -184,16 +184,14 @@ function drawPicture() {
 }
 
 function drawFace(context, face, scale, index) {
-  // The face that is read: a yellow box on a dark rim; the others: a thin white dashed box. Each gets its
-  // five landmarks (eyes, nose, mouth corners) and, when there are several faces, its number.
+  // The face that is read: a yellow box on a dark rim; the others: a white box. Each gets its five
+  // landmarks (eyes, nose, mouth corners) and, when there are several faces, its number.
   const chosen = index === state.chosen;
   const [x, y, w, h] = face.box.map((v) => v * scale);
   const line = Math.max(2, context.canvas.width / 160);
-  context.setLineDash(chosen ? [] : [line * 3, line * 2]);
-  context.lineWidth = chosen ? line : line / 1.5;
+  context.lineWidth = line;
   context.strokeStyle = chosen ? "#ffd400" : "#ffffff";
   context.strokeRect(x, y, w, h);
-  context.setLineDash([]);
   if (chosen) {
     context.strokeStyle = "#1a1a1a";
     context.lineWidth = line / 2;

@@ -10,7 +10,8 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from gateway.alignment import aligned_crop
-from gateway.detection import DetectedFace, FaceDetector
+from gateway.detection import DetectedFace, FaceDetector, closeup_face
+from gateway.errors import NoFaceInCloseUpError
 from gateway.imaging import Box, decode_grayscale, whole_image_box
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import UNCERTAIN, FaceResult
@@ -20,6 +21,7 @@ from gateway.triton import ModelInfo, TritonClassifier
 class Mode(StrEnum):
     photo = "photo"  # a photo: find every face
     face = "face"  # already a face crop: classify the whole image
+    closeup = "closeup"  # a close-up of one face: classify the whole image once the detector has seen a face in it
 
 
 @dataclass
@@ -55,7 +57,14 @@ def _locate(
     gray = decode_grayscale(data, max_pixels)
     timings["decode"] = time.perf_counter() - started
     started = time.perf_counter()
-    found = [DetectedFace(whole_image_box(gray))] if mode is Mode.face else detector.detect_faces(gray)
+    if mode is Mode.photo:
+        found = detector.detect_faces(gray)
+    else:
+        if mode is Mode.closeup and closeup_face(detector, gray) is None:
+            raise NoFaceInCloseUpError(
+                "the detector found no face in the close-up (mode=closeup): send a photo of a face, or mode=photo"
+            )
+        found = [DetectedFace(whole_image_box(gray))]
     timings["detect"] = time.perf_counter() - started
     return gray, found, timings
 
@@ -74,7 +83,11 @@ async def analyse(
 
     With `align`, faces whose detector gave landmarks are turned upright on their eyes before the crop.
     """
-    gray, found, timings = await run_in_threadpool(_locate, data, mode, detector, max_pixels)
+    try:
+        gray, found, timings = await run_in_threadpool(_locate, data, mode, detector, max_pixels)
+    except NoFaceInCloseUpError:
+        metrics.images_without_face.inc()
+        raise
     boxes = [face.box for face in found]
     model = await triton.model_info()
     threshold = 0.0
@@ -85,8 +98,8 @@ async def analyse(
     if boxes:
         started = time.perf_counter()
         _, height, width = model.input_shape
-        margin = 0.0 if mode is Mode.face else model.crop_margin  # the registration the weights expect
-        # Without landmarks (Haar, mode=face) or with `align` off, aligned_crop is crop_to_fer.
+        margin = 0.0 if mode is not Mode.photo else model.crop_margin  # the registration the weights expect
+        # Without landmarks (Haar, mode=face or closeup) or with `align` off, aligned_crop is crop_to_fer.
         size = (height, width)
         faces = np.stack([aligned_crop(gray, f.box, f.landmarks if align else None, size, margin) for f in found])
         faces = faces[:, None]

@@ -195,7 +195,11 @@ def create_app(
             ),  # fmt: skip
         ] = None,
         mode: Annotated[
-            Mode, Form(description="photo: find every face; face: the image is one face crop")
+            Mode,
+            Form(
+                description="photo: find every face; face: the image is one face crop, read whole unchecked; "
+                "closeup: a close-up of one face, read whole once the detector has seen a face in it (422 if not)"
+            ),
         ] = Mode.photo,
     ) -> EmotionsResponse:
         """Find the faces in an image and classify the emotion of each (largest face first)."""
@@ -255,7 +259,7 @@ _ERROR_RESPONSES = {
     400: "the image is corrupt or otherwise unusable",
     413: "the upload or the image's pixel count is over the limit",
     415: "the file is not a JPEG, PNG or WebP image",
-    422: "consent missing or a field is invalid",
+    422: "consent missing, a field is invalid, or no face in a close-up (mode=closeup)",
     429: "too many requests from this client, or its share of image slots is full; see Retry-After",
     503: "the model is not available, or the gateway is at capacity (Retry-After says when to retry)",
     504: "the model did not answer in time",

@@ -84,6 +84,10 @@ class UnprocessableError(GatewayError):
     status, title = 422, "Unprocessable request"
 
 
+class NoFaceInCloseUpError(UnprocessableError):
+    title = "No face in the close-up"
+
+
 async def send_problem(send: Send, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
     """Answer a problem-details response from ASGI middleware, before the app (and its handlers) runs."""
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": bounded_detail(detail)})

@@ -41,7 +41,13 @@ _MULTIPART_SCHEMA = {
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP photo"},
         "consent": {"type": "string", "enum": ["true"], "description": "exactly 'true' (lower case, no spaces)"},
-        "mode": {"type": "string", "enum": ["photo", "face"], "default": "photo"},
+        "mode": {
+            "type": "string",
+            "enum": ["photo", "face", "closeup"],
+            "default": "photo",
+            "description": "photo: find the faces; face: the image is a face crop, read whole unchecked; closeup: "
+            "a close-up of one face, read whole once the detector has seen a face in it (422 otherwise)",
+        },
         "domains": {"type": "array", "items": {"type": "string", "enum": list(ALL_DOMAINS)}},
         "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
         "session_id": {
@@ -61,7 +67,7 @@ _MULTIPART_SCHEMA = {
         404: {"description": "no face in the image"},
         413: {"description": "the body or the image is over the size limit"},
         415: {"description": "neither JSON nor multipart, or an image format that is not accepted"},
-        422: {"description": "invalid fields or consent"},
+        422: {"description": "invalid fields or consent, or no face in a close-up (mode=closeup)"},
         429: {"description": "too many requests from this client; see Retry-After"},
         503: {"description": "model unavailable"},
         504: {"description": "the inference server did not answer in time"},
@@ -81,8 +87,10 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     model: ModelRef | None = None
     face: FaceResult | None = None
+    faces: list[FaceResult] = []
     if content_type == "multipart/form-data":
-        query, face, model = await _from_image(request, state)
+        query, faces, model = await _from_image(request, state)
+        face = faces[0]  # the largest
         probabilities = face.probabilities  # the whole vector drives the ranking, confident or not
         source = "image"
     elif content_type == "application/json":
@@ -122,6 +130,7 @@ async def recommendations(request: Request, state: StateDep) -> RecommendationsR
         domains={domain: [_item(r) for r in rows] for domain, rows in ranked.items()},
         model=model,
         face=face,
+        faces=faces,
     )
 
 
@@ -179,7 +188,7 @@ def _field_errors(error: ValidationError) -> str:
     return named + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
 
 
-async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, FaceResult, ModelRef]:
+async def _from_image(request: Request, state: State) -> tuple[RecommendationQuery, list[FaceResult], ModelRef]:
     form = await request.form()
     require_single_parts(form, ("image", "consent", "mode", "k", "session_id"))
     image = form.get("image")
@@ -200,7 +209,7 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
     try:
         mode = Mode(str(form.get("mode", "photo")))
     except ValueError as e:
-        raise UnprocessableError("invalid form field mode: it must be 'photo' or 'face'") from e
+        raise UnprocessableError("invalid form field mode: it must be 'photo', 'face' or 'closeup'") from e
     data = await image.read()
     await image.close()
     settings = state["settings"]
@@ -208,8 +217,7 @@ async def _from_image(request: Request, state: State) -> tuple[RecommendationQue
                            settings.abstain_threshold, align=settings.align_faces)  # fmt: skip
     if not result.boxes:
         raise NotFoundError("no face was found in the image; send a clearer photo or use mode=face")
-    face = result.faces()[0]  # the largest face
-    return query, face, ModelRef(name=result.model.name, version=result.model.version)
+    return query, result.faces(), ModelRef(name=result.model.name, version=result.model.version)
 
 
 @router.post(

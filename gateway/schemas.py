@@ -21,7 +21,8 @@ class FaceResult(BaseModel):
     probabilities: dict[str, float] = Field(description="probability by label, in the model's label order")
     landmarks: list[tuple[float, float]] | None = Field(
         None, description="x, y of the left eye, right eye, nose, left and right mouth corner in the upright image "
-        "(MTCNN; null with the Haar detector or mode=face); the face was turned level on its eyes before the crop"
+        "(MTCNN; null with the Haar detector, mode=face or mode=closeup); the face was turned level on its eyes "
+        "before the crop"
     )
 
 
@@ -130,6 +131,11 @@ class RecommendationsResponse(BaseModel):
     domains: dict[str, list[RecommendedItem]]
     model: ModelRef | None = Field(None, description="the model that read the image, if one was sent")
     face: FaceResult | None = Field(None, description="the face the emotion was read from (the largest), for an image")
+    faces: list[FaceResult] = Field(
+        default_factory=list,
+        description="every face found in the image, largest first (`face` is the first); to recommend for another "
+        "one, send its `probabilities` as JSON with this session_id",
+    )
 
 
 class FeedbackRequest(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from matplotlib import cbook
 from PIL import Image
-from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Response, Route, expect, sync_playwright
 from skimage import data as skdata
 
 from gateway.app import build_detector
@@ -32,6 +34,7 @@ ARTIFACTS = Path(os.environ.get("EMOTORCH_TEST_ARTIFACTS", Path(__file__).resolv
 SCREENSHOTS = ARTIFACTS / "browser"
 DOMAINS = ["products", "places", "food", "songs", "movies"]
 FRAME_W, FRAME_H = 320, 240
+YELLOW, WHITE, CYAN = (255, 212, 0), (255, 255, 255), (0, 229, 255)  # chosen box, other boxes, landmarks
 
 
 def webcam_frame() -> np.ndarray:
@@ -105,6 +108,27 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A photo without a face (skimage's coffee), two real faces side by side (the astronaut, 84 px, and Grace
+    Hopper, 139 px, once resized to 400 px high), a close-up of the astronaut's face, and a file that is no image."""
+    folder = tmp_path_factory.mktemp("pictures")
+    astronaut = Image.fromarray(skdata.astronaut())
+    hopper = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    hopper = hopper.resize((round(hopper.width * 400 / hopper.height), 400))
+    both = Image.new("RGB", (400 + hopper.width, 400))
+    both.paste(astronaut.resize((400, 400)), (0, 0))
+    both.paste(hopper, (400, 0))
+    images = {"coffee": Image.fromarray(skdata.coffee()), "two-faces": both,
+              "closeup": astronaut.crop((166, 58, 290, 182))}  # fmt: skip
+    paths = {name: folder / f"{name}.jpg" for name in images}
+    for name, image in images.items():
+        image.save(paths[name], format="JPEG", quality=90)
+    paths["not-an-image"] = folder / "notes.jpg"
+    paths["not-an-image"].write_bytes(b"my shopping list, not a photo")
+    return paths
+
+
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
@@ -119,6 +143,33 @@ def upload(page: Page, photo: Path) -> dict[str, Any]:
     assert answer.value.status == 200, answer.value.text()
     expect(page.locator("#recs-section")).to_be_visible()
     return dict(answer.value.json())
+
+
+def send(page: Page, picture: Path, closeup: bool = False) -> Response:
+    """Upload a picture on the page as it is (consent already given); the gateway's answer, whatever it is."""
+    page.locator("#closeup").set_checked(closeup)
+    with page.expect_response("**/v1/recommendations") as answer:
+        page.locator("#photo").set_input_files(picture)
+    expect(page.locator("#status")).not_to_have_text("Analysing…")
+    return answer.value
+
+
+def assert_no_answer_shown(page: Page) -> None:
+    """Nothing of an earlier answer is left: no bars, no recommendations, no Like or Dismiss to press."""
+    expect(page.locator("#emotion-section")).to_be_hidden()
+    expect(page.locator("#recs-section")).to_be_hidden()
+    expect(page.locator("#bars li")).to_have_count(0)
+    expect(page.locator("li.item button")).to_have_count(0)
+    expect(page.locator("#faces-note")).to_be_hidden()
+
+
+def assert_sentences_for_a_person(text: str) -> None:
+    """No parameter names, API words or ids, and no sentences run together ("... use mode=face If ...")."""
+    assert text.endswith(".") and len(text) > 40, text
+    for jargon in ("mode", "=", "HTTP", "detail", "422", "404", "problem", "field", "_"):
+        assert jargon not in text, (jargon, text)
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", text), text  # no raw UUID
+    assert not re.search(r"[a-z,] (If|Try|Choose|Wait|Check|Tick) ", text), f"sentences run together: {text}"
 
 
 def canvas_pixel(page: Page, x: float, y: float) -> tuple[int, int, int]:
@@ -185,12 +236,102 @@ def test_delete_my_feedback_erases_the_tabs_session(page: Page, photo: Path, gat
         page.get_by_role("button", name="Delete my feedback").click()
     assert answer.value.status == 204
     expect(page.locator("#delete-status")).to_contain_text("Deleted")
+    assert_no_answer_shown(page)  # the erased session's recommendations cannot be liked any more
+    expect(page.locator("#status")).to_have_text("")
+    x, y, w, _ = body["face"]["box"]
+    assert canvas_pixel(page, (x + w / 2) * 640 / 512, y * 640 / 512) != YELLOW  # nor is its reading drawn
     screenshot(page, "session-deleted")
+    # Feedback on the erased recommendation (as a click still on its way would send) is worded for a person.
+    with page.expect_response("**/v1/feedback") as refused:
+        page.evaluate(
+            """([id, item, session]) => { state.sessionId = session;
+                return sendFeedback(id, {item_id: item, title: 'x'}, 'like', document.createElement('span'))
+                    .finally(() => { state.sessionId = null; }); }""",
+            [body["recommendation_id"], body["domains"]["songs"][0]["item_id"], session],
+        )
+    assert refused.value.status == 404
+    expect(page.locator("#feedback-status")).to_contain_text("no longer stored")
+    assert_sentences_for_a_person(page.locator("#feedback-status").text_content() or "")
+    assert body["recommendation_id"] not in (page.locator("#feedback-status").text_content() or "")
     digest = hashlib.sha256(session.encode()).hexdigest()
     with sqlite3.connect(gateway.workdir / "feedback.db") as db:
         assert db.execute("SELECT count(*) FROM recommendations WHERE session_id = ?", (digest,)).fetchone() == (0,)
     assert page.evaluate("sessionStorage.getItem('emotorch-session')") is None
     assert upload(page, photo)["session_id"] != session  # the next recommendation starts a new session
+
+
+def test_a_failed_upload_clears_the_previous_answer_and_says_what_to_do(
+    page: Page, photo: Path, pictures: dict[str, Path]
+) -> None:
+    upload(page, photo)
+    answer = send(page, pictures["coffee"])  # no face: the astronaut's answer must not stay on screen
+    assert answer.status == 404
+    assert_no_answer_shown(page)
+    status = page.locator("#status")
+    expect(status).to_contain_text("No face was found in this picture.")
+    expect(status).to_contain_text("tick “Close-up”")
+    assert_sentences_for_a_person(status.text_content() or "")
+    screenshot(page, "no-face")
+    assert send(page, pictures["not-an-image"]).status in (400, 415)
+    expect(status).to_contain_text(re.compile(r"(could not|cannot) be read"))
+    assert_sentences_for_a_person(status.text_content() or "")
+    expect(page.locator("#picture")).to_be_hidden()  # not the coffee cup any more either
+
+
+def test_two_faces_are_announced_and_a_click_chooses_the_face_read(page: Page, pictures: dict[str, Path]) -> None:
+    page.goto("/")
+    page.get_by_label("I consent").check()
+    answer = send(page, pictures["two-faces"])
+    assert answer.status == 200, answer.text()
+    body = answer.json()
+    largest, other = body["faces"]  # largest first: Grace Hopper (right), then the astronaut (left)
+    assert body["face"] == largest and largest["box"][0] > other["box"][0]
+    expect(page.locator("#faces-text")).to_have_text("2 faces found — showing the largest; click a face to read it.")
+    assert_bars(page, largest["probabilities"])
+    scale = 640 / Image.open(pictures["two-faces"]).width
+    for face, colour in ((largest, YELLOW), (other, WHITE)):
+        x, y, w, h = face["box"]
+        assert canvas_pixel(page, (x + w / 2) * scale, y * scale) == colour  # the top edge of each box
+        assert len(face["landmarks"]) == 5
+        for lx, ly in face["landmarks"]:
+            assert canvas_pixel(page, lx * scale, ly * scale) == CYAN  # each landmark drawn
+    screenshot(page, "two-faces")
+    x, y, w, h = other["box"]
+    shown = page.locator("#picture").bounding_box()
+    assert shown is not None
+    ratio = shown["width"] / page.evaluate("document.getElementById('picture').width")
+    with page.expect_response("**/v1/recommendations") as chosen:
+        page.locator("#picture").click(position={"x": (x + w / 2) * scale * ratio, "y": (y + h / 2) * scale * ratio})
+    assert chosen.value.status == 200 and chosen.value.json()["emotion"]["source"] == "probabilities"
+    expect(page.locator("#faces-text")).to_contain_text("showing face 2")
+    assert_bars(page, other["probabilities"])
+    assert canvas_pixel(page, (x + w / 2) * scale, y * scale) == YELLOW  # the chosen box is now the yellow one
+    expect(page.locator('#face-choices button[aria-pressed="true"]')).to_have_text("Face 2")
+    expect(page.locator("li.item")).to_have_count(5 * 3)
+    screenshot(page, "two-faces-second-chosen")
+
+
+def assert_bars(page: Page, probabilities: dict[str, float]) -> None:
+    """The bars show exactly this face's reading."""
+    for label, p in probabilities.items():
+        expect(page.locator(f'#bars li[data-emotion="{label}"] [role="meter"]')).to_have_attribute(
+            "aria-valuenow", str(round(p * 100))
+        )
+
+
+def test_a_close_up_without_a_face_is_not_read(page: Page, pictures: dict[str, Path]) -> None:
+    page.goto("/")
+    page.get_by_label("I consent").check()
+    closeup = send(page, pictures["closeup"], closeup=True)  # a real face filling the frame is read
+    assert closeup.status == 200, closeup.text()
+    expect(page.locator("#recs-section")).to_be_visible()
+    answer = send(page, pictures["coffee"], closeup=True)
+    assert answer.status == 422 and answer.json()["title"] == "No face in the close-up"
+    assert_no_answer_shown(page)
+    status = page.locator("#status")
+    expect(status).to_contain_text("No face was found in this close-up.")
+    assert_sentences_for_a_person(status.text_content() or "")
+    screenshot(page, "closeup-without-face")
 
 
 def test_without_consent_nothing_can_be_sent(page: Page, photo: Path) -> None:

@@ -154,8 +154,9 @@ def _add_predict_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     predict.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG or WebP files")
     predict.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default %(default)s)")
-    predict.add_argument("--mode", choices=["photo", "face"], default="photo",
-                         help="photo: find every face; face: each file is one face crop")  # fmt: skip
+    predict.add_argument("--mode", choices=["photo", "face", "closeup"], default="photo",
+                         help="photo: find every face; face: each file is one face crop; closeup: each file is a "
+                         "close-up of one face, read only if a face is found in it")  # fmt: skip
     predict.add_argument(
         "--consent",
         action="store_true",

@@ -146,18 +146,9 @@ def evaluate(
 
     val_logits = logits_of(net, val_images, mean, std)
     fitted_here = trained_on_this_data(meta)
-    if fitted_here:
-        temperature = fit_temperature(val_logits, val_labels)
-        abstention = abstention_threshold(softmax(val_logits, temperature), val_labels, abstain_target_precision)
-        chosen = (f"the lowest confidence at which the validation predictions reach precision "
-                  f"{abstain_target_precision:g} after temperature scaling")  # fmt: skip
-    else:
-        temperature = 1.0
-        val_probs = softmax(val_logits)
-        precision, coverage = abstention_on(val_probs, val_labels, imported_abstain_threshold)
-        abstention = Abstention(abstain_target_precision, imported_abstain_threshold, precision, coverage, False)
-        chosen = (f"set by evaluate.imported_abstain_threshold ({imported_abstain_threshold:g}): the weights were "
-                  "not trained on this table, so no threshold is fitted to it (see the README)")  # fmt: skip
+    temperature, abstention, chosen = _calibration(
+        val_logits, val_labels, fitted_here, abstain_target_precision, imported_abstain_threshold
+    )
     test_logits = logits_of(net, test_images, mean, std)
     before, after = softmax(test_logits), softmax(test_logits, temperature)
     test_precision, test_coverage = abstention_on(after, test_labels, abstention.threshold)
@@ -187,7 +178,36 @@ def evaluate(
             "test_coverage": test_coverage,
         },
     }
-    plots = {
+    return metrics, _plot_data(test_labels, predicted, before, after, confusion)
+
+
+def _calibration(
+    val_logits: np.ndarray,
+    val_labels: np.ndarray,
+    fitted_here: bool,
+    abstain_target_precision: float,
+    imported_abstain_threshold: float,
+) -> tuple[float, Abstention, str]:
+    """Temperature, abstention threshold and how it was chosen. Weights trained on this table: both fitted on
+    validation; imported weights: T = 1 (the authors' softmax) and the configured threshold."""
+    if fitted_here:
+        temperature = fit_temperature(val_logits, val_labels)
+        abstention = abstention_threshold(softmax(val_logits, temperature), val_labels, abstain_target_precision)
+        chosen = (f"the lowest confidence at which the validation predictions reach precision "
+                  f"{abstain_target_precision:g} after temperature scaling")  # fmt: skip
+        return temperature, abstention, chosen
+    precision, coverage = abstention_on(softmax(val_logits), val_labels, imported_abstain_threshold)
+    abstention = Abstention(abstain_target_precision, imported_abstain_threshold, precision, coverage, False)
+    chosen = (f"set by evaluate.imported_abstain_threshold ({imported_abstain_threshold:g}): the weights were "
+              "not trained on this table, so no threshold is fitted to it (see the README)")  # fmt: skip
+    return 1.0, abstention, chosen
+
+
+def _plot_data(
+    test_labels: np.ndarray, predicted: np.ndarray, before: np.ndarray, after: np.ndarray, confusion: np.ndarray
+) -> dict[str, Any]:
+    """The raw material of the plots: confusion pairs, reliability tables (before/after scaling), the matrix."""
+    return {
         "confusion": [
             {"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(test_labels, predicted, strict=True)
         ],
@@ -195,7 +215,6 @@ def evaluate(
         + [{"calibration": "after", **row} for row in reliability(after, test_labels)],
         "matrix": confusion.tolist(),
     }
-    return metrics, plots
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:

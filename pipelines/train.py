@@ -404,6 +404,47 @@ def plot_curves(history: list[EpochResult], path: Path) -> None:
     plt.close(fig)
 
 
+def _resumable_run(state_path: Path, key: str) -> str | None:
+    """The MLflow run of an interrupted training with the same params and data, to resume; a state saved for
+    other params or data is deleted."""
+    if not state_path.exists():
+        return None
+    saved = torch.load(state_path, map_location="cpu", weights_only=False)
+    if saved.get("key") == key:
+        return saved.get("run_id")
+    logger.info("ignoring %s: it belongs to other params or data", state_path)
+    state_path.unlink()
+    return None
+
+
+def _log_weights_and_curves(weights: dict[str, Any], history: list[EpochResult], curves: Path) -> None:
+    """Into the active MLflow run: where the weights come from, and the per-epoch curves (CSV and PNG)."""
+    import mlflow
+
+    mlflow.set_tags({f"weights_{k}": v for k, v in weights.items()
+                     if k in ("name", "package", "package_version", "file", "sha256", "paper")})  # fmt: skip
+    mlflow.log_dict(weights, "training/weights_origin.json")
+    write_curves(history, curves)
+    plot_curves(history, curves.with_suffix(".png"))
+    mlflow.log_artifact(str(curves), artifact_path="training")
+    mlflow.log_artifact(str(curves.with_suffix(".png")), artifact_path="training")
+
+
+def write_metrics(meta: dict[str, Any], path: Path) -> None:
+    """train.json for DVC: figures that reproduce (wall time goes to MLflow only: this file is a DVC output and
+    must be the same on every rerun)."""
+    metrics = {
+        "val_macro_f1": meta["val_macro_f1"],
+        "val_accuracy": meta["val_accuracy"],
+        "best_epoch": meta["best_epoch"],
+        "epochs_trained": meta["epochs_trained"],
+        "parameters": meta["parameters"],
+        "weights": meta["weights"]["name"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -423,14 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     train, validation = load_split(args.table, "train"), load_split(args.table, "validation")
     state_path = args.state_dir / "last.pt"
     key = params.key(data_fingerprint)
-    run_id = None
-    if state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved.get("key") == key:
-            run_id = saved.get("run_id")
-        else:
-            logger.info("ignoring %s: it belongs to other params or data", state_path)
-            state_path.unlink()
+    run_id = _resumable_run(state_path, key)
 
     use_fluent_api()
     started = time.monotonic()
@@ -449,30 +483,14 @@ def main(argv: list[str] | None = None) -> None:
         meta["data_fingerprint"] = data_fingerprint  # no run id: the checkpoint is a DVC output, the same on reruns
         mlflow.log_metrics({"best_val_macro_f1": meta["val_macro_f1"], "best_val_accuracy": meta["val_accuracy"],
                             "parameters": meta["parameters"], "train_seconds": time.monotonic() - started})  # fmt: skip
-        weights = meta["weights"]
-        mlflow.set_tags({f"weights_{k}": v for k, v in weights.items() if k in ("name", "package", "package_version",
-                         "file", "sha256", "paper")})  # fmt: skip
-        mlflow.log_dict(weights, "training/weights_origin.json")
-        write_curves(history, args.curves)
-        plot_curves(history, args.curves.with_suffix(".png"))
-        mlflow.log_artifact(str(args.curves), artifact_path="training")
-        mlflow.log_artifact(str(args.curves.with_suffix(".png")), artifact_path="training")
+        _log_weights_and_curves(meta["weights"], history, args.curves)
 
         args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": model.state_dict(), "meta": meta}, args.checkpoint)
         # Later stages find this run by the checkpoint's content (tracking.find_run).
         mlflow.set_tag(CHECKPOINT_TAG, file_sha256(args.checkpoint))
     state_path.unlink(missing_ok=True)  # finished: the next run starts fresh
-    metrics = {
-        "val_macro_f1": meta["val_macro_f1"],
-        "val_accuracy": meta["val_accuracy"],
-        "best_epoch": meta["best_epoch"],
-        "epochs_trained": meta["epochs_trained"],
-        "parameters": meta["parameters"],
-        "weights": meta["weights"]["name"],
-    }  # wall time goes to MLflow only: this file is a DVC output and must be the same on every rerun
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(meta, args.metrics)
     logger.info("best validation macro-F1 %.4f (accuracy %.4f) at epoch %s (run %s)", meta["val_macro_f1"],
                 meta["val_accuracy"], meta["best_epoch"], run.info.run_id)  # fmt: skip
 

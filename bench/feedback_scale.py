@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.serving.servers import free_port  # noqa: E402
 from emotorch import processes  # noqa: E402
-from gateway.catalog import DEFAULT_CATALOG, DOMAINS, Catalog, load_catalog  # noqa: E402
+from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog  # noqa: E402
 from gateway.feedback import FeedbackStore  # noqa: E402
 from gateway.learner import Posterior  # noqa: E402
 from gateway.privacy import new_session_id, session_digest  # noqa: E402
 from gateway.recommendation import align, rank  # noqa: E402
+from gateway.vocabulary import DOMAINS  # noqa: E402
 from gateway.votes import examination  # noqa: E402
 
 LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")

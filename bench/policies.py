@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.catalog import DOMAINS, Catalog
+from gateway.catalog import Catalog
 from gateway.feedback import FeedbackStore, Shown
 from gateway.learner import Evidence, Posterior
 from gateway.linear_learner import Fitter
 from gateway.privacy import new_session_id, session_digest
 from gateway.recommendation import PER_CATEGORY_CAP, rank, select
+from gateway.vocabulary import DOMAINS
 from gateway.votes import examination, outcome_value
 
 HALF_LIFE_ROUNDS = 1000.0  # the simulator's clock is the round; evidence halves every this many

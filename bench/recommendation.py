@@ -52,8 +52,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.policies import Learner, StoreLearner, capped, popularity_policy, static_policy  # noqa: E402
-from gateway.catalog import DEFAULT_CATALOG, DOMAINS, Catalog, load_catalog  # noqa: E402
+from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog  # noqa: E402
 from gateway.linear_learner import DEFAULT_LEARNER, LEARNERS  # noqa: E402
+from gateway.vocabulary import DOMAINS  # noqa: E402
 
 OTHER_LEARNER = next(kind for kind in LEARNERS if kind != DEFAULT_LEARNER)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-DOMAINS = ("products", "places", "food", "songs", "movies")
+from gateway.vocabulary import DOMAINS
+
 DEFAULT_CATALOG = Path(__file__).with_name("data") / "catalog.csv"
 ILLUSTRATIVE = "illustrative"  # the `source` of invented items, shown as such in the API and the demo page
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")

@@ -34,7 +34,8 @@ from gateway.learned_state import LearnedState
 from gateway.learner import Posterior
 from gateway.linear_learner import DEFAULT_LEARNER
 from gateway.privacy import coarsen
-from gateway.votes import EVENTS, ItemNotRecommendedError, UnknownRecommendationError, count_vote, examination
+from gateway.vocabulary import EVENTS
+from gateway.votes import ItemNotRecommendedError, UnknownRecommendationError, count_vote, examination
 
 __all__ = ["EVENTS", "FeedbackStore", "ItemNotRecommendedError", "Recorded", "Shown", "UnknownRecommendationError"]
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from gateway.privacy import SESSION_ID_PATTERN
+from gateway.vocabulary import DOMAINS, Domain, FeedbackEvent
 
 UNCERTAIN = "uncertain"
 MAX_PROBABILITY_KEYS = 32  # the labels of any model fit; more is an attack on the error message, not a query
@@ -75,9 +76,6 @@ class Readiness(BaseModel):
     model: ModelRef | None = None
 
 
-Domain = Literal["products", "places", "food", "songs", "movies"]
-ALL_DOMAINS: list[Domain] = ["products", "places", "food", "songs", "movies"]
-FeedbackEvent = Literal["impression", "click", "like", "dismiss", "purchase"]
 
 
 class RecommendationQuery(BaseModel):
@@ -93,7 +91,7 @@ class RecommendationQuery(BaseModel):
     probabilities: dict[str, float] | None = Field(
         None, max_length=MAX_PROBABILITY_KEYS, description="probability by label (renormalised)"
     )
-    domains: list[Domain] = Field(default_factory=lambda: list(ALL_DOMAINS), min_length=1, max_length=5)
+    domains: list[Domain] = Field(default_factory=lambda: list(DOMAINS), min_length=1, max_length=len(DOMAINS))
     k: int = Field(5, ge=1, le=20, description="items per domain")
     session_id: str | None = Field(
         None,
@@ -119,6 +117,17 @@ class EmotionEstimate(BaseModel):
     uncertain: bool = Field(False, description="the ranking used the probability vector, not a top label")
     probabilities: dict[str, float]
     source: Literal["image", "probabilities", "emotion"]
+
+
+class DomainDescription(BaseModel):
+    name: Domain
+    title: str = Field(description="how the domain is named to people (the demo page's heading)")
+    items: int = Field(description="items in the catalog in use")
+    sources: dict[str, int] = Field(description="items by source: 'illustrative' items are invented examples")
+
+
+class CatalogDescription(BaseModel):
+    domains: list[DomainDescription]
 
 
 class RecommendationsResponse(BaseModel):

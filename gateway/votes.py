@@ -11,9 +11,8 @@ from sqlalchemy import insert, select, update
 from gateway.abuse import SESSION_COUNTED_VOTES
 from gateway.feedback_schema import evidence, recommendations
 from gateway.feedback_schema import recommended_items as shown
+from gateway.vocabulary import SUCCESS_EVENTS
 
-EVENTS = ("impression", "click", "like", "dismiss", "purchase")
-SUCCESS_EVENTS = ("click", "like", "purchase")
 # The outcome the learner counts for an item shown, in the order an event may move it: a miss weighted by the
 # position (shown), a full miss (seen: the client confirmed it was on screen; dismissed), a success.
 RANK = {"shown": 0, "seen": 1, "dismissed": 1, "success": 2}

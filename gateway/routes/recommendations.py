@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,8 +20,9 @@ from gateway.feedback import ItemNotRecommendedError, Shown, UnknownRecommendati
 from gateway.privacy import SESSION_ID_PATTERN, new_session_id, session_digest
 from gateway.recommendation import Ranked, align, is_unclear, rank
 from gateway.schemas import (
-    ALL_DOMAINS,
     UNCERTAIN,
+    CatalogDescription,
+    DomainDescription,
     EmotionEstimate,
     FaceResult,
     FeedbackRecorded,
@@ -31,6 +33,7 @@ from gateway.schemas import (
     RecommendedItem,
 )
 from gateway.state import State, StateDep, require_consent, require_single_parts
+from gateway.vocabulary import DOMAIN_TITLES, DOMAINS
 
 router = APIRouter(tags=["recommendations"])
 
@@ -48,7 +51,7 @@ _MULTIPART_SCHEMA = {
             "description": "photo: find the faces; face: the image is a face crop, read whole unchecked; closeup: "
             "a close-up of one face, read whole once the detector has seen a face in it (422 otherwise)",
         },
-        "domains": {"type": "array", "items": {"type": "string", "enum": list(ALL_DOMAINS)}},
+        "domains": {"type": "array", "items": {"type": "string", "enum": list(DOMAINS)}},
         "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
         "session_id": {
             "type": "string",
@@ -284,3 +287,18 @@ async def erase_session(
     """
     await run_in_threadpool(state["store"].delete_session, session_digest(session_id))
     return Response(status_code=204)
+
+
+@router.get("/v1/catalog", response_model=CatalogDescription)
+async def catalog_description(state: StateDep) -> CatalogDescription:
+    """The recommendation domains, how people call them, and what the catalog in use holds in each."""
+    catalog = state["catalog"]
+    domains = []
+    for domain in DOMAINS:
+        sources = Counter(catalog.items[row].source for row in catalog.in_domain(domain))
+        domains.append(DomainDescription(name=domain, title=DOMAIN_TITLES[domain], items=sum(sources.values()),
+                                         sources=dict(sorted(sources.items()))))  # fmt: skip
+    return CatalogDescription(domains=domains)
+
+
+router.add_api_route("/v1/catalog", catalog_description, methods=["HEAD"], include_in_schema=False)

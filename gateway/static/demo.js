@@ -5,7 +5,8 @@
 
 const $ = (id) => document.getElementById(id);
 
-const DOMAIN_TITLES = { products: "Products", places: "Places to visit", food: "Food", songs: "Songs", movies: "Movies" };
+// Domain headings come from the gateway (GET /v1/catalog), the one place the domains are defined.
+const domainTitles = {};
 const ITEMS_PER_DOMAIN = 3;
 
 const SESSION_KEY = "emotorch-session";
@@ -385,7 +386,7 @@ function showRecommendations(body) {
     section.className = "domain";
     section.dataset.domain = domain;
     const heading = document.createElement("h3");
-    heading.textContent = DOMAIN_TITLES[domain] || domain;
+    heading.textContent = domainTitles[domain] || domain;
     const list = document.createElement("ul");
     for (const item of items) list.append(itemRow(body.recommendation_id, item));
     section.append(heading, list);
@@ -475,6 +476,16 @@ async function deleteFeedback() {
   }
 }
 
+async function loadDomainTitles() {
+  try {
+    const response = await fetch("/v1/catalog");
+    if (!response.ok) return;
+    for (const domain of (await response.json()).domains) domainTitles[domain.name] = domain.title;
+  } catch {
+    // headings fall back to the domain's name
+  }
+}
+
 async function showModelNotice() {
   // The served model says where its weights come from and whether it was trained on the synthetic faces.
   try {
@@ -504,5 +515,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("delete-feedback").addEventListener("click", deleteFeedback);
   $("picture").addEventListener("click", onPictureClick);
   onConsentChange();
+  loadDomainTitles();
   showModelNotice();
 });

@@ -13,11 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.catalog import DEFAULT_CATALOG, DOMAINS, ILLUSTRATIVE, CatalogError, load_catalog
+from gateway.catalog import DEFAULT_CATALOG, ILLUSTRATIVE, CatalogError, load_catalog
 from gateway.learner import Posterior
 from gateway.reasons import ADJECTIVES, carriers, reason
 from gateway.recommendation import PER_CATEGORY_CAP, align, rank, select
 from gateway.settings import Settings
+from gateway.vocabulary import DOMAIN_TITLES, DOMAINS
 from tests.conftest import free_port
 
 LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -267,3 +268,19 @@ def test_learned_rankings_survive_a_gateway_restart(settings: Settings) -> None:
     assert learned == favourite != before
     with TestClient(create_app(settings)) as restarted:  # a new process on the same database
         assert top_song(restarted) == favourite
+
+
+def test_the_catalog_route_names_every_domain_once_with_its_title_and_counts(client: TestClient) -> None:
+    """The demo page's headings and the API's domain list come from gateway/vocabulary.py, through this route."""
+    catalog = load_catalog(DEFAULT_CATALOG)
+    body = client.get("/v1/catalog").json()
+    assert [d["name"] for d in body["domains"]] == list(DOMAINS) == list(DOMAIN_TITLES)
+    for domain in body["domains"]:
+        assert domain["title"] == DOMAIN_TITLES[domain["name"]]
+        assert domain["items"] == len(catalog.in_domain(domain["name"])) == sum(domain["sources"].values()) > 0
+    movies = next(d for d in body["domains"] if d["name"] == "movies")
+    assert ILLUSTRATIVE not in movies["sources"]  # real films, with their own source
+    assert set(next(d for d in body["domains"] if d["name"] == "songs")["sources"]) == {ILLUSTRATIVE}
+    body_schema = client.get("/openapi.json").json()["paths"]["/v1/recommendations"]["post"]["requestBody"]
+    domains = body_schema["content"]["application/json"]["schema"]["properties"]["domains"]
+    assert domains["maxItems"] == len(DOMAINS) and domains["items"]["enum"] == list(DOMAINS)

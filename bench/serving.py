@@ -67,7 +67,7 @@ from gateway.imaging import FER_MARGIN, crop_to_fer, decode_grayscale  # noqa: E
 from pipelines.inference import ServingModel, script  # noqa: E402
 from pipelines.labels import LABELS  # noqa: E402
 from pipelines.model import MODELS, build_model  # noqa: E402
-from pipelines.publish import publish_version
+from pipelines.repository import publish_version  # noqa: E402
 from pipelines.triton_config import PublishParams  # noqa: E402
 
 logger = logging.getLogger("bench.serving")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.champion import ChampionNotScorable, rescore
+from pipelines.champion import ChampionNotScorable, rescore, score_model_file
 from pipelines.logs import configure_logging
 from pipelines.tracking import CHECKPOINT_TAG, client, ensure_run, evaluation_metrics
 
@@ -48,7 +48,7 @@ class Candidate:
     macro_f1: float
     per_class_recall: dict[str, float]
     data_fingerprint: str = "unknown"
-    rescored: bool = False  # scored here on the challenger's test split (its own evaluation used other data)
+    rescored: bool = False  # scored here from its TorchScript (the champion: its own evaluation used other data)
 
 
 def decide(challenger: Candidate, champion: Candidate | None, params: PromoteParams) -> tuple[bool, list[str]]:
@@ -185,6 +185,12 @@ def compare_with_champion(mlflow_client: Any, params: PromoteParams, champion_ve
                                           f"challenger's data ({reason})")  # fmt: skip
 
 
+def scored_as_served(challenger: Candidate, model: Path, table: Path) -> Candidate:
+    """The challenger scored like a re-scored champion: its exported TorchScript on the same test split."""
+    macro_f1, recall = score_model_file(model, table)
+    return replace(challenger, macro_f1=macro_f1, per_class_recall=recall, rescored=True)
+
+
 def gate(challenger: Candidate, comparison: Comparison, params: PromoteParams) -> tuple[bool, list[str]]:
     """The decision with its reasons, saying how the champion's figures were obtained."""
     if comparison.unscored is not None:
@@ -263,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         refused = decision | {"promoted": False, "refused": True, "reasons": [str(e)], "champion_before": champion}
         args.decision.write_text(json.dumps(refused, indent=2) + "\n")
         raise SystemExit(str(e)) from e
+    if comparison.champion is not None and comparison.champion.rescored:  # both scored the same way
+        challenger = scored_as_served(challenger, args.model, args.table)
+        decision["challenger"] |= asdict(challenger) | {"evaluate_macro_f1": decision["challenger"]["macro_f1"]}
     promoted, reasons = gate(challenger, comparison, params)
     verdict = "promoted" if promoted else "rejected"
     _record(mlflow_client, params, version, verdict, reasons)

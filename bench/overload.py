@@ -41,7 +41,8 @@ from emotorch.triton_server import TritonPorts  # noqa: E402
 from gateway.imaging import FER_MARGIN  # noqa: E402
 from pipelines.labels import LABELS  # noqa: E402
 from pipelines.model import input_size  # noqa: E402
-from pipelines.publish import PublishParams, publish_version  # noqa: E402
+from pipelines.repository import publish_version  # noqa: E402
+from pipelines.triton_config import PublishParams  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_INTERVAL_S = 0.05

@@ -1,7 +1,9 @@
 """Re-scoring the registered champion on the challenger's test split, so that the gate compares like with like.
 
-The champion's registered artefact (its run's `torchscript/model.pt`) is scored by the same code as evaluate's
-test figures (argmax of the served probabilities, confusion matrix, macro-F1, per-class recall).
+The champion's registered artefact (its run's `torchscript/model.pt`) is scored with the scoring code of
+evaluate's test figures (argmax, confusion matrix, macro-F1, per-class recall), and so is the challenger's
+exported model.pt: both as served, because evaluate scores the eager checkpoint and the exported graph (uint8
+in, normalisation inside) can flip a near-tie argmax, which moves a small test split's macro-F1 by ~0.001.
 """
 
 from __future__ import annotations
@@ -32,22 +34,30 @@ def score_torchscript(model: Any, images: np.ndarray, labels: np.ndarray) -> tup
     return macro_f1(confusion), recall
 
 
+def score_model_file(path: Path, table: Path) -> tuple[float, dict[str, float]]:
+    """A serving TorchScript file's macro-F1 and per-class recall on `table`'s test split."""
+    try:
+        model = torch.jit.load(str(path), map_location="cpu").eval()
+    except (OSError, RuntimeError) as e:
+        raise ChampionNotScorable(f"its TorchScript artefact cannot be loaded: {e}") from e
+    labels = list(getattr(model, "labels", []))
+    if labels != list(LABELS):
+        raise ChampionNotScorable(f"its label order {labels} is not the project's {list(LABELS)}")
+    images, truth = load_split(table, "test", int(getattr(model, "input_size", 48)))
+    try:
+        return score_torchscript(model, images, truth)
+    except RuntimeError as e:  # a graph that does not take uint8 N x 1 x S x S faces
+        raise ChampionNotScorable(f"its input contract differs: {e}") from e
+
+
 def rescore(mlflow_client: Any, version: Any, table: Path) -> tuple[float, dict[str, float]]:
-    """The registry version's macro-F1 and per-class recall on `table`'s test split."""
+    """The registry version's macro-F1 and per-class recall on `table`'s test split, from its registered
+    TorchScript artefact."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = Path(mlflow_client.download_artifacts(version.run_id, "torchscript/model.pt", tmp))
-            model = torch.jit.load(str(path), map_location="cpu").eval()
-        except (MlflowException, OSError, RuntimeError) as e:
+        except (MlflowException, OSError) as e:
             raise ChampionNotScorable(f"its TorchScript artefact cannot be loaded: {e}") from e
-    labels = list(getattr(model, "labels", []))
-    if labels != list(LABELS):
-        raise ChampionNotScorable(f"its label order {labels} is not the project's {list(LABELS)}")
-    size = int(getattr(model, "input_size", 48))
-    images, truth = load_split(table, "test", size)
-    try:
-        return score_torchscript(model, images, truth)
-    except RuntimeError as e:  # a graph that does not take uint8 N x 1 x S x S faces
-        raise ChampionNotScorable(f"its input contract differs: {e}") from e
+        return score_model_file(path, table)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.champion import ChampionNotScorable, rescore
+from pipelines.champion import ChampionNotScorable, rescore, score_model_file
 from pipelines.logs import configure_logging
 from pipelines.tracking import CHECKPOINT_TAG, client, ensure_run, evaluation_metrics
 
@@ -48,7 +48,7 @@ class Candidate:
     macro_f1: float
     per_class_recall: dict[str, float]
     data_fingerprint: str = "unknown"
-    rescored: bool = False  # scored here on the challenger's test split (its own evaluation used other data)
+    rescored: bool = False  # scored here from its TorchScript (the champion: its own evaluation used other data)
 
 
 def decide(challenger: Candidate, champion: Candidate | None, params: PromoteParams) -> tuple[bool, list[str]]:
@@ -138,13 +138,108 @@ def champion_on_this_data(mlflow_client: Any, params: PromoteParams, version: An
     return Candidate(recorded.registry_version, recorded.run_id, macro_f1, recall, challenger.data_fingerprint, True)
 
 
-def _as_json(candidate: Candidate | None, recorded_fingerprint: str | None = None) -> dict[str, Any] | None:
-    if candidate is None:
+class GateRefused(RuntimeError):
+    """The champion cannot be scored on the challenger's data and no person accepted the challenger anyway."""
+
+    def __init__(self, message: str, champion: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.champion = champion  # its registry version and run, for the record of the refusal
+
+
+def refusal(champion_version: str, error: Exception) -> str:
+    """The gate's refusal as one line: what failed and the setting that lets a person accept the challenger."""
+    reason = " ".join(str(error).split())  # torch and MLflow errors span lines; the refusal must not
+    reason = reason if len(reason) <= 300 else reason[:297] + "..."
+    return (
+        f"promotion refused: champion version {champion_version} cannot be scored on the challenger's data "
+        f"({reason}); set promote.accept_unscored_champion: true in params.yaml to accept the challenger anyway"
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The champion as the gate sees it."""
+
+    champion: Candidate | None  # its figures on the challenger's test split; None: no champion or not comparable
+    recorded: Candidate | None = None  # its figures as its own run recorded them, on its own data
+    unscored: str | None = None  # why it could not be scored, when promote.accept_unscored_champion accepted that
+
+
+def compare_with_champion(mlflow_client: Any, params: PromoteParams, champion_version: Any | None,
+                          challenger: Candidate, table: Path) -> Comparison:  # fmt: skip
+    """Score the champion like the challenger; raise GateRefused when that is impossible and not accepted."""
+    if champion_version is None:
+        return Comparison(None)
+    if champion_version.run_id == challenger.run_id:
+        return Comparison(challenger, challenger)
+    recorded = None
+    try:
+        recorded = candidate_of(mlflow_client, champion_version)
+        return Comparison(champion_on_this_data(mlflow_client, params, champion_version, challenger, table), recorded)
+    except ChampionNotScorable as e:
+        if not params.accept_unscored_champion:
+            identity = {"registry_version": str(champion_version.version), "run_id": champion_version.run_id}
+            raise GateRefused(refusal(str(champion_version.version), e), identity) from e
+        reason = " ".join(str(e).split())
+        return Comparison(None, recorded, f"champion version {champion_version.version} cannot be scored on the "
+                                          f"challenger's data ({reason})")  # fmt: skip
+
+
+def scored_as_served(challenger: Candidate, model: Path, table: Path) -> Candidate:
+    """The challenger scored like a re-scored champion: its exported TorchScript on the same test split."""
+    macro_f1, recall = score_model_file(model, table)
+    return replace(challenger, macro_f1=macro_f1, per_class_recall=recall, rescored=True)
+
+
+def gate(challenger: Candidate, comparison: Comparison, params: PromoteParams) -> tuple[bool, list[str]]:
+    """The decision with its reasons, saying how the champion's figures were obtained."""
+    if comparison.unscored is not None:
+        return True, [f"{comparison.unscored}: the challenger is accepted by promote.accept_unscored_champion"]
+    promoted, reasons = decide(challenger, comparison.champion, params)
+    champion, recorded = comparison.champion, comparison.recorded
+    if champion is not None and recorded is not None and champion.rescored:
+        reasons.insert(0, f"champion version {champion.registry_version} re-scored on the challenger's test split "
+                          f"(data {champion.data_fingerprint[:12]}): macro-F1 {champion.macro_f1:.4f}; on its own "
+                          f"data ({recorded.data_fingerprint[:12]}) it had {recorded.macro_f1:.4f}")  # fmt: skip
+    return promoted, reasons
+
+
+def _champion_json(comparison: Comparison) -> dict[str, Any] | None:
+    """The champion's figures the gate used (or could not use), with those its own run recorded."""
+    shown = comparison.champion or comparison.recorded
+    if shown is None:
         return None
-    out = asdict(candidate)
-    if recorded_fingerprint is not None:
-        out["evaluated_on_fingerprint"] = recorded_fingerprint
+    out = asdict(shown) | {"comparable": comparison.unscored is None}
+    if comparison.recorded is not None:
+        out |= {"evaluated_on_fingerprint": comparison.recorded.data_fingerprint,
+                "recorded_macro_f1": comparison.recorded.macro_f1}  # fmt: skip
     return out
+
+
+def _record(mlflow_client: Any, params: PromoteParams, version: Any, verdict: str, reasons: list[str]) -> None:
+    """The verdict as tags of the challenger's run and registry version."""
+    for key, value in (("promotion", verdict), ("promotion_reasons", "; ".join(reasons))):
+        mlflow_client.set_tag(version.run_id, key, value)
+        mlflow_client.set_model_version_tag(params.model_name, version.version, key, value)
+
+
+def register(mlflow_client: Any, params: PromoteParams, args: argparse.Namespace) -> tuple[Any, Candidate, str]:
+    """The challenger's registry version (its run re-created when this store has none), its test figures and
+    its checkpoint's sha256."""
+    export = json.loads(args.metadata.read_text())
+    evaluation = json.loads(args.evaluation.read_text())
+    run_id, created = ensure_run(mlflow_client, export[CHECKPOINT_TAG], export, "promote")
+    if created:
+        logger.info("no MLflow run trained checkpoint %s here: re-created run %s from the tracked files",
+                    export[CHECKPOINT_TAG][:12], run_id)  # fmt: skip
+    complete_run(mlflow_client, run_id, evaluation, args.model)
+    fingerprint = export["data_fingerprint"]
+    tags = {CHECKPOINT_TAG: export[CHECKPOINT_TAG], "data_fingerprint": fingerprint}
+    version = register_challenger(mlflow_client, params.model_name, run_id, tags)
+    recall = {k: float(v) for k, v in evaluation["per_class_recall"].items()}
+    # version.run_id: the run that registered this model first
+    challenger = Candidate(str(version.version), version.run_id, float(evaluation["macro_f1"]), recall, fingerprint)
+    return version, challenger, str(export[CHECKPOINT_TAG])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,50 +253,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging()
     params = PromoteParams.from_yaml(args.params)
-    export = json.loads(args.metadata.read_text())
-    evaluation = json.loads(args.evaluation.read_text())
     mlflow_client = client()
-    run_id, created = ensure_run(mlflow_client, export[CHECKPOINT_TAG], export, "promote")
-    if created:
-        logger.info("no MLflow run trained checkpoint %s here: re-created run %s from the tracked files",
-                    export[CHECKPOINT_TAG][:12], run_id)  # fmt: skip
-    complete_run(mlflow_client, run_id, evaluation, args.model)
-    fingerprint = export["data_fingerprint"]
-    tags = {CHECKPOINT_TAG: export[CHECKPOINT_TAG], "data_fingerprint": fingerprint}
-    version = register_challenger(mlflow_client, params.model_name, run_id, tags)
-    run_id = version.run_id  # the run that registered this model first
-    recall = {k: float(v) for k, v in evaluation["per_class_recall"].items()}
-    challenger = Candidate(str(version.version), run_id, float(evaluation["macro_f1"]), recall, fingerprint)
+    version, challenger, checkpoint = register(mlflow_client, params, args)
     champion_version = current_champion(mlflow_client, params.model_name)
-    champion, recorded_fingerprint, reasons_extra = None, None, []
-    if champion_version is not None and champion_version.run_id != run_id:
-        try:
-            recorded_fingerprint = candidate_of(mlflow_client, champion_version).data_fingerprint
-            champion = champion_on_this_data(mlflow_client, params, champion_version, challenger, args.table)
-        except ChampionNotScorable as e:
-            if not params.accept_unscored_champion:
-                raise SystemExit(f"promotion refused: champion version {champion_version.version} cannot be scored on "
-                                 f"the challenger's data ({e}); set promote.accept_unscored_champion: true in "
-                                 "params.yaml to accept the challenger anyway") from e  # fmt: skip
-            reasons_extra = [f"champion {champion_version.version} not comparable ({e}): accepted by "
-                             "promote.accept_unscored_champion"]  # fmt: skip
-    elif champion_version is not None:
-        champion = challenger
-    promoted, reasons = decide(challenger, champion, params)
-    reasons = reasons_extra + reasons if reasons_extra else reasons
-    verdict = "promoted" if promoted else "rejected"
-    for key, value in (("promotion", verdict), ("promotion_reasons", "; ".join(reasons))):
-        mlflow_client.set_tag(run_id, key, value)
-        mlflow_client.set_model_version_tag(params.model_name, version.version, key, value)
-    decision = {
-        "promoted": promoted,
-        "reasons": reasons,
-        "model_name": params.model_name,
-        "challenger": _as_json(challenger) | {CHECKPOINT_TAG: export[CHECKPOINT_TAG]},  # type: ignore[operator]
-        "champion_before": _as_json(champion, recorded_fingerprint),
-        "thresholds": {"macro_f1_tolerance": params.macro_f1_tolerance, "max_recall_drop": params.max_recall_drop},
-    }
+    decision: dict[str, Any] = {"model_name": params.model_name,
+                                "challenger": asdict(challenger) | {CHECKPOINT_TAG: checkpoint},
+                                "thresholds": {"macro_f1_tolerance": params.macro_f1_tolerance,
+                                               "max_recall_drop": params.max_recall_drop}}  # fmt: skip
     args.decision.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        comparison = compare_with_champion(mlflow_client, params, champion_version, challenger, args.table)
+    except GateRefused as e:  # recorded, then the stage fails: publish does not run, the champion keeps serving
+        _record(mlflow_client, params, version, "refused", [str(e)])
+        champion = e.champion | {"comparable": False}
+        refused = decision | {"promoted": False, "refused": True, "reasons": [str(e)], "champion_before": champion}
+        args.decision.write_text(json.dumps(refused, indent=2) + "\n")
+        raise SystemExit(str(e)) from e
+    if comparison.champion is not None and comparison.champion.rescored:  # both scored the same way
+        challenger = scored_as_served(challenger, args.model, args.table)
+        decision["challenger"] |= asdict(challenger) | {"evaluate_macro_f1": decision["challenger"]["macro_f1"]}
+    promoted, reasons = gate(challenger, comparison, params)
+    verdict = "promoted" if promoted else "rejected"
+    _record(mlflow_client, params, version, verdict, reasons)
+    decision |= {"promoted": promoted, "reasons": reasons, "champion_before": _champion_json(comparison)}
     args.decision.write_text(json.dumps(decision, indent=2) + "\n")
     logger.info("registry version %s %s: %s", version.version, verdict, "; ".join(reasons))
 

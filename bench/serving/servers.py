@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.baseline_app import MODEL_PT_ENV
 from emotorch import processes, triton_server
 from emotorch.triton_server import TritonPorts
-from pipelines.publish import publish_version
+from pipelines.repository import publish_version
 from pipelines.triton_config import PublishParams
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.labels import LABELS
-from pipelines.publish import existing_versions
+from pipelines.repository import existing_versions
 from pipelines.synthetic import generate_faces
 from tests.conftest import png_bytes
 

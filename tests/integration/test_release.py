@@ -1,7 +1,10 @@
 """Served = recorded on every path: Triton's served version, MLflow's `champion` alias and metrics/publish.json
 agree after loosening the gate, promoting a worse model, reverting params.yaml and `dvc repro` (DVC's run
 cache restores train/evaluate/export but never the release stage); after `dvc pull` into a fresh clone with
-no MLflow database; and `dvc repro --force` there reproduces the committed dvc.lock byte for byte."""
+no MLflow database; and `dvc repro --force` there reproduces the committed dvc.lock byte for byte. The gate
+compares like with like: after switching `data.source` to a FER2013 CSV, the champion is re-scored on the
+challenger's test split; when it cannot be, `dvc repro` fails with one line naming
+`promote.accept_unscored_champion`, and setting it accepts the challenger."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -19,11 +24,16 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from pipelines.champion import score_torchscript
+from pipelines.labels import LABELS
+from pipelines.promote import Candidate, PromoteParams, decide
+from pipelines.synthetic import generate_faces
+from pipelines.tables import load_split
 from tests.integration.conftest import make_project, run_dvc, serving_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PARAMS = {"generate": {"n_faces": 700},
+PARAMS: dict[str, dict[str, object]] = {"generate": {"n_faces": 700},
           "train": {"model": "small", "weights": "scratch", "epochs": 6, "batch_size": 32, "patience": 6}}  # fmt: skip
 
 
@@ -47,12 +57,15 @@ def repro(project: Path, *args: str, triton_url: str | None = None) -> str:
     return result.stdout + result.stderr
 
 
-def champion_alias(project: Path) -> str:
+def registry(project: Path) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    return str(client.get_model_version_by_alias("emotion", "champion").version)
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def champion_alias(project: Path) -> str:
+    return str(registry(project).get_model_version_by_alias("emotion", "champion").version)
 
 
 def served_version(http_url: str) -> str:
@@ -149,3 +162,119 @@ def test_fresh_clone_after_dvc_pull_then_force_reproduces_the_lock(loop: Loop, t
     repro(clone, "--force")  # every stage reruns: train, evaluate and export must write the same bytes
     assert (clone / "dvc.lock").read_text() == (project / "dvc.lock").read_text()
     assert assert_agreement(clone, None)["version"] == 1
+
+
+# fer2013.csv's own class codes (not the project's label order): the CSV below is written in the published format.
+FER2013_CODES = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}
+CSV_SPLITS = {"Training": 280, "PublicTest": 70, "PrivateTest": 70}
+
+
+def write_fer2013_csv(path: Path, seed: int) -> None:
+    """A small fer2013.csv (`emotion,pixels,Usage`) of other faces than the synthetic source's."""
+    rows = ["emotion,pixels,Usage"]
+    for offset, (usage, n) in enumerate(CSV_SPLITS.items()):
+        for label, face in generate_faces(n, seed=seed * 1000 + offset):
+            rows.append(f"{FER2013_CODES[LABELS[label]]},{' '.join(map(str, face.ravel().tolist()))},{usage}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def use_data_source(project: Path, source: str, **promote: object) -> None:
+    """Point params.yaml at the synthetic data or at a FER2013 CSV (written once), 3 epochs on the CSV."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    csv = Path("data/raw/fer2013/fer2013.csv")
+    if source == "fer2013_csv" and not (project / csv).exists():
+        write_fer2013_csv(project / csv, seed=77)
+    path = csv if source == "fer2013_csv" else Path("data/raw/synthetic/fer2013.csv")
+    params["data"].update(source=source, path=str(path))
+    params["train"]["epochs"] = 3 if source == "fer2013_csv" else PARAMS["train"]["epochs"]
+    params["promote"].update(promote)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def data_fingerprint(project: Path) -> str:
+    return str(json.loads((project / "metrics" / "data.json").read_text())["fingerprint"])
+
+
+def served_metadata(project: Path) -> dict[str, Any]:
+    version = json.loads((project / "metrics" / "publish.json").read_text())["version"]
+    return dict(json.loads((project / "model_repository" / "emotion" / str(version) / "metadata.json").read_text()))
+
+
+def registered_model(client: Any, run_id: str) -> Path:
+    """The TorchScript artefact a registry version's run holds (what promote re-scores)."""
+    return Path(urlparse(client.get_run(run_id).info.artifact_uri).path) / "torchscript" / "model.pt"
+
+
+def test_switching_the_data_source_rescores_the_champion(loop: Loop) -> None:
+    project = loop.project
+    champion_before, old_fingerprint = champion_alias(project), data_fingerprint(project)
+    use_data_source(project, "fer2013_csv")
+    repro(project, triton_url=loop.http_url)
+    new_fingerprint = data_fingerprint(project)
+    assert new_fingerprint != old_fingerprint
+
+    decision = json.loads((project / "metrics" / "promotion.json").read_text())
+    challenger, champion = decision["challenger"], decision["champion_before"]
+    assert challenger["data_fingerprint"] == champion["data_fingerprint"] == new_fingerprint
+    assert champion["evaluated_on_fingerprint"] == old_fingerprint and champion["rescored"]
+    assert champion["registry_version"] == champion_before
+    recorded = registry(project).get_run(champion["run_id"]).data.metrics["test_macro_f1"]
+    assert champion["recorded_macro_f1"] == pytest.approx(recorded)
+    # Both as served: the champion's registered TorchScript and the challenger's exported one, on the new test
+    # split, by the scoring code of evaluate's test figures (evaluate's own figure scores the eager checkpoint).
+    images, labels = load_split(project / "data" / "processed" / "faces.parquet", "test")
+    macro_f1, recall = score_torchscript(torch_load(registered_model(registry(project), champion["run_id"])),
+                                         images, labels)  # fmt: skip
+    assert champion["macro_f1"] == pytest.approx(macro_f1) and champion["per_class_recall"] == pytest.approx(recall)
+    macro_f1, recall = score_torchscript(torch_load(project / "models" / "model.pt"), images, labels)
+    assert challenger["rescored"] and challenger["macro_f1"] == pytest.approx(macro_f1)
+    assert challenger["per_class_recall"] == pytest.approx(recall)
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert challenger["evaluate_macro_f1"] == pytest.approx(evaluation["macro_f1"])  # recorded beside it
+    verdict, _ = decide(Candidate(**_candidate(challenger)), Candidate(**_candidate(champion)),
+                        PromoteParams(**decision["thresholds"]))  # fmt: skip
+    assert decision["promoted"] is verdict
+
+    receipt = assert_agreement(project, loop.http_url)
+    expected = (challenger if decision["promoted"] else champion)["registry_version"]
+    assert receipt["registry_version"] == expected
+    assert served_metadata(project)["data_fingerprint"] == (new_fingerprint if verdict else old_fingerprint)
+
+
+def test_unscorable_champion_refuses_in_one_line_until_accepted(loop: Loop) -> None:
+    project, client = loop.project, registry(loop.project)
+    champion = client.get_model_version_by_alias("emotion", "champion")
+    if client.get_run(champion.run_id).data.tags["data_fingerprint"] == data_fingerprint(project):
+        source = yaml.safe_load((project / "params.yaml").read_text())["data"]["source"]
+        use_data_source(project, "synthetic" if source == "fer2013_csv" else "fer2013_csv")
+    registered_model(client, champion.run_id).unlink()  # e.g. pruned from the artifact store
+
+    result = run_dvc(project, "repro")
+    output = result.stdout + result.stderr
+    refusals = [line for line in output.splitlines() if "promotion refused" in line]
+    assert result.returncode != 0 and len(refusals) == 1, output[-3000:]
+    assert refusals[0].startswith(f"promotion refused: champion version {champion.version} cannot be scored")
+    assert "promote.accept_unscored_champion: true" in refusals[0] and "cannot be loaded" in refusals[0]
+    assert json.loads((project / "metrics" / "promotion.json").read_text())["refused"]
+    assert assert_agreement(project, loop.http_url)["registry_version"] == str(champion.version)  # still serving
+
+    use_data_source(project, yaml.safe_load((project / "params.yaml").read_text())["data"]["source"],
+                    accept_unscored_champion=True)  # fmt: skip
+    repro(project, triton_url=loop.http_url)
+    decision = json.loads((project / "metrics" / "promotion.json").read_text())
+    assert decision["promoted"] and "accepted by promote.accept_unscored_champion" in decision["reasons"][0]
+    receipt = assert_agreement(project, loop.http_url)
+    assert receipt["registry_version"] == decision["challenger"]["registry_version"] != str(champion.version)
+    assert served_metadata(project)["data_fingerprint"] == data_fingerprint(project)
+
+
+def torch_load(path: Path) -> Any:
+    import torch
+
+    return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def _candidate(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("registry_version", "run_id", "macro_f1", "per_class_recall", "data_fingerprint", "rescored")
+    return {k: record[k] for k in keys}

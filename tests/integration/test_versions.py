@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines.publish import serve_version
+from pipelines.repository import serve_version
 from pipelines.synthetic import generate_faces
 from pipelines.triton_config import PublishParams, input_dims
 from pipelines.triton_load import load_and_verify

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.promote import Candidate, PromoteParams, decide
+from pipelines.promote import Candidate, PromoteParams, decide, refusal
 
 RECALL = {"angry": 0.8, "disgust": 0.5, "happy": 0.9}
 
@@ -40,3 +40,12 @@ def test_first_model_is_promoted() -> None:
 
 def test_rerun_of_the_champion_stays_champion() -> None:
     assert decide(candidate("same", 0.5), candidate("same", 0.5), PARAMS)[0] is True
+
+
+def test_refusal_is_one_line_naming_the_override() -> None:
+    error = RuntimeError("Expected 3 channels\nThe above operation failed in interpreter.\n  x = conv(x)\n" + "y" * 400)
+    message = refusal("4", error)
+    assert "\n" not in message and len(message) < 600
+    assert message.startswith("promotion refused: champion version 4 cannot be scored on the challenger's data")
+    assert "(Expected 3 channels The above operation" in message
+    assert message.endswith("set promote.accept_unscored_champion: true in params.yaml to accept the challenger anyway")

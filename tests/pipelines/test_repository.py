@@ -1,3 +1,6 @@
+"""The model repository on disk (pipelines/repository.py): atomic version folders, numbers never reused, configs
+pointed at a version and restored on a rollback."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +16,7 @@ from tritonclient.grpc import model_config_pb2
 from pipelines.inference import ServingModel, script
 from pipelines.labels import LABELS
 from pipelines.model import build_model
-from pipelines.publish import STAGING_PREFIX, existing_versions, publish_version, rollback
+from pipelines.repository import STAGING_PREFIX, existing_versions, publish_version, rollback
 from pipelines.triton_config import PublishParams, render_config
 
 

@@ -45,10 +45,19 @@ def run_dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+CODE_PACKAGES = ("pipelines", "emotorch")  # what the stages run and list as deps (tests/pipelines/test_stage_deps.py)
+
+
+def copy_code(source: Path, destination: Path) -> None:
+    """The project code a pipeline copy needs beside its dvc.yaml."""
+    for package in CODE_PACKAGES:
+        shutil.copytree(source / package, destination / package, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def make_project(root: Path, overrides: dict[str, dict[str, object]]) -> Path:
     """A scratch copy of the project's pipeline (dvc.yaml, pipelines/, params.yaml with `overrides`)."""
     shutil.copy(PROJECT_ROOT / "dvc.yaml", root)
-    shutil.copytree(PROJECT_ROOT / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_code(PROJECT_ROOT, root)
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for section, values in overrides.items():
         params[section].update(values)

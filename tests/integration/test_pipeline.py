@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from pipelines.labels import LABELS
-from tests.integration.conftest import PROJECT_ROOT, make_project, run_dvc
+from tests.integration.conftest import PROJECT_ROOT, copy_code, make_project, run_dvc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -159,7 +159,7 @@ def test_dvc_push_then_pull_into_a_fresh_copy(pipeline_project: Path, tmp_path: 
     clone.mkdir()
     for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
         shutil.copy(pipeline_project / name, clone / name)
-    shutil.copytree(pipeline_project / "pipelines", clone / "pipelines")
+    copy_code(pipeline_project, clone)
     shutil.copytree(pipeline_project / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
     pulled = run_dvc(clone, "pull")
     assert pulled.returncode == 0, pulled.stderr

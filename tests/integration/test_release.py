@@ -29,7 +29,7 @@ from pipelines.labels import LABELS
 from pipelines.promote import Candidate, PromoteParams, decide
 from pipelines.synthetic import generate_faces
 from pipelines.tables import load_split
-from tests.integration.conftest import make_project, run_dvc, serving_triton
+from tests.integration.conftest import copy_code, make_project, run_dvc, serving_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -143,7 +143,7 @@ def test_fresh_clone_after_dvc_pull_then_force_reproduces_the_lock(loop: Loop, t
     clone.mkdir()
     for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
         shutil.copy(project / name, clone / name)
-    shutil.copytree(project / "pipelines", clone / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_code(project, clone)
     shutil.copytree(project / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
     assert run_dvc(clone, "pull").returncode == 0
     assert not (clone / "mlflow.db").exists() and not (clone / "model_repository").exists()

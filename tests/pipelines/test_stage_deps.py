@@ -1,5 +1,6 @@
-"""dvc.yaml's code deps are derived from the code: each stage lists every `pipelines/` module its entry
-modules import (transitively, function-level imports included) and every file beside them they read."""
+"""dvc.yaml's code deps are derived from the code: each stage lists every project module its entry modules
+import (`pipelines/`, and the `emotorch/` modules the pipeline shares with the gateway: the Triton contract, the
+logging set-up), transitively and function-level imports included, and every file beside them they read."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
+PROJECT_PACKAGES = ("pipelines", "emotorch")  # what a stage may import from the project (tests/test_walls.py)
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 WRAPPER = re.compile(r"^sh pipelines/stage\.sh (\w+)\b")
 
@@ -28,7 +30,10 @@ def entry_modules(stage: dict) -> list[str]:
 
 
 def _module_file(name: str) -> Path | None:
-    path = PIPELINES / f"{name.replace('.', '/')}.py"
+    """The file of a project module (`pipelines.x`, `emotorch.y`), None for anything else."""
+    if name.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    path = ROOT / f"{name.replace('.', '/')}.py"
     return path if path.is_file() else None
 
 
@@ -46,10 +51,9 @@ def direct_dependencies(path: Path) -> set[Path]:
             if "\n" not in node.value and candidate.is_file() and candidate.resolve() != path.resolve():
                 found.add(candidate)
         for name in names:
-            if name.startswith("pipelines."):
-                module = _module_file(name.removeprefix("pipelines."))
-                if module is not None:
-                    found.add(module)
+            module = _module_file(name)
+            if module is not None:
+                found.add(module)
     return found
 
 
@@ -67,7 +71,7 @@ def closure(modules: list[str]) -> set[Path]:
 
 
 def listed(stage: dict) -> set[str]:
-    return {d for d in stage.get("deps", []) if d.startswith("pipelines/")}
+    return {d for d in stage.get("deps", []) if d.split("/")[0] in PROJECT_PACKAGES}
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

@@ -4,13 +4,18 @@ cache restores train/evaluate/export but never the release stage); after `dvc pu
 no MLflow database; and `dvc repro --force` there reproduces the committed dvc.lock byte for byte. The gate
 compares like with like: after switching `data.source` to a FER2013 CSV, the champion is re-scored on the
 challenger's test split; when it cannot be, `dvc repro` fails with one line naming
-`promote.accept_unscored_champion`, and setting it accepts the challenger."""
+`promote.accept_unscored_champion`, and setting it accepts the challenger. A release killed mid-publish leaves
+the previous champion recorded everywhere, and the next `dvc repro` finishes it."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from emotorch.stack import tool_environment
 from pipelines.champion import score_torchscript
 from pipelines.labels import LABELS
 from pipelines.promote import Candidate, PromoteParams, decide
@@ -278,3 +284,39 @@ def torch_load(path: Path) -> Any:
 def _candidate(record: dict[str, Any]) -> dict[str, Any]:
     keys = ("registry_version", "run_id", "macro_f1", "per_class_recall", "data_fingerprint", "rescored")
     return {k: record[k] for k in keys}
+
+
+def test_a_release_killed_mid_publish_is_finished_by_the_next_repro(loop: Loop) -> None:
+    """SIGKILL the whole `dvc repro` the moment publish stages a new version folder: the three records still name
+    the previous champion, and the next `dvc repro` finishes the release, publishing the new version once."""
+    project = loop.project
+    before = assert_agreement(project, loop.http_url)
+    model_dir = project / "model_repository" / "emotion"
+    versions_before = {p.name for p in model_dir.iterdir() if p.name.isdigit()}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 2  # a checkpoint no earlier run made
+    params["promote"].update(macro_f1_tolerance=1.0, max_recall_drop=1.0, accept_unscored_champion=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = tool_environment() | {"EMOTORCH_PUBLISH_TRITON_URL": loop.http_url}
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    killed, deadline = False, time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(p.name.startswith(".staging-") for p in model_dir.iterdir()):
+            os.killpg(process.pid, signal.SIGKILL)  # dvc, the stage wrapper and publish, mid-copy
+            killed = True
+            break
+        time.sleep(0.001)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert killed, "publish never staged a new version"
+    crashed = assert_agreement(project, loop.http_url)
+    assert (crashed["version"], crashed["registry_version"]) == (before["version"], before["registry_version"])
+
+    repro(project, triton_url=loop.http_url)
+    receipt = assert_agreement(project, loop.http_url)
+    assert receipt["newly_published"] and receipt["registry_version"] != before["registry_version"]
+    assert {p.name for p in model_dir.iterdir() if p.name.isdigit()} == versions_before | {str(receipt["version"])}
+    assert not list(model_dir.glob(".staging-*"))

@@ -97,6 +97,7 @@ def test_training_is_tracked_in_mlflow_and_registered(pipeline_project: Path) ->
         "evaluation/confusion.png",
         "evaluation/per_class.csv",
         "evaluation/reliability.csv",
+        "evaluation/reliability.png",
     }
     champion = client.get_model_version_by_alias("emotion", "champion")
     assert champion.run_id == run.info.run_id and metadata["registry_version"] == str(champion.version)

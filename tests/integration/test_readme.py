@@ -105,10 +105,12 @@ def check_answers(block: Block, stdout: str) -> None:
     """The answers printed are the routes' documents: faces found in the sample photos, items recommended."""
     for document in json_documents(stdout):
         assert isinstance(document, dict), f"README line {block.line}: {document!r}"
-        if "faces" in document:  # every sample photo sent to /v1/emotions holds a face
+        if "faces" in document and "recommendation_id" not in document:  # /v1/emotions: every sample has a face
             assert document["faces"] and set(document["faces"][0]["probabilities"]) >= {"happy", "sad"}
         if "recommendation_id" in document:
             assert document["domains"] and all(document["domains"].values())
+            if document.get("face") is not None:  # read from a photo: the face read is the first of those found
+                assert document["faces"] and document["faces"][0] == document["face"]
         if "counted" in document:
             assert document["recorded"] is True
 

@@ -158,14 +158,14 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(gateway: Run
     # refusing them with a 4xx is the right answer.
     command = [
         str(Path(sys.executable).parent / "schemathesis"), "run", f"{gateway.url}/openapi.json",
-        "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "250", "--seed", "7",
+        "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "120", "--seed", "7",
         "--no-color",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     output = result.stdout + result.stderr
     generated = re.search(r"(\d+) generated", output)
     assert result.returncode == 0, output[-6000:]
-    assert generated is not None and int(generated.group(1)) >= 1000, output[-3000:]
+    assert generated is not None and int(generated.group(1)) >= 500, output[-3000:]
     print(f"schemathesis: {generated.group(1)} generated cases, no failure")  # noqa: T201
 
 

@@ -82,8 +82,8 @@ def test_drift_rule_and_alert_follow_the_class_mix(stack: Stack) -> None:
     stack.wait_for(lambda: len(stack.query("emotorch_predictions_total")) == len(LABELS))
     time.sleep(2)
     # Phase 1: faces like the validation data the reference was computed on -> quiet.
-    _post_faces(stack.gateway, [face for _, face in generate_faces(700, seed=31337)])
-    stack.wait_for(lambda: stack.query("emotorch:predictions:count_10m >= 650") != [])
+    _post_faces(stack.gateway, [face for _, face in generate_faces(450, seed=31337)])
+    stack.wait_for(lambda: stack.query("emotorch:predictions:count_10m >= 430") != [])
     quiet_psi = stack.value("emotorch:prediction_psi:10m")
     assert quiet_psi < 0.1, quiet_psi
     assert stack.value("emotorch:prediction_js_divergence:10m") < 0.05
@@ -94,7 +94,7 @@ def test_drift_rule_and_alert_follow_the_class_mix(stack: Stack) -> None:
     cfg = GeneratorConfig(min_intensity=0.9, max_intensity=1.0)
     happy = [
         f
-        for _, f in generate_faces(1400, seed=4242, cfg=cfg, class_weights=dict.fromkeys(LABELS, 0.0) | {"happy": 1.0})
+        for _, f in generate_faces(900, seed=4242, cfg=cfg, class_weights=dict.fromkeys(LABELS, 0.0) | {"happy": 1.0})
     ]
     _post_faces(stack.gateway, happy)
     stack.wait_for(lambda: stack.query("emotorch:prediction_psi:10m > 0.1") != [])

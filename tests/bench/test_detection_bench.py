@@ -38,7 +38,7 @@ def test_a_small_run_writes_both_detectors_figures(tmp_path: Path, detector_dir:
     out = tmp_path / "detection.json"
     assert detection.main(["--faces", "6", "--models", str(detector_dir), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["detectors"]) == {"haar", "mtcnn"} and result["default"] == "mtcnn"
+    assert set(result["detectors"]) == {"haar", "mtcnn", "mtcnn, faces from 5%"} and result["default"] == "mtcnn"
     for figures in result["detectors"].values():
         assert 0 <= figures["recall"] <= 1 and 0 <= figures["recall_tilted"] <= 1
         assert figures["false_positives_per_image"] >= 0 and figures["cpu_ms_per_photo"] > 0

@@ -153,8 +153,10 @@ class FeedbackStore:
         assert key is not None
         return Recorded(int(key[0]), top, counted=counted)
 
-    def purge(self, older_than_s: float, batch: int = 20, pause_s: float = 0.1) -> int:
-        """Delete recommendations older than `older_than_s` (their items, events, evidence), in short batches."""
+    def purge(self, older_than_s: float, batch: int = 5, pause_s: float = 0.05) -> int:
+        """Delete recommendations older than `older_than_s` (their items, events, evidence), in short batches:
+        five recommendations per transaction hold the write lock for a few milliseconds, so the requests' own
+        writes (every served item is logged) never wait long behind a purge; the purge itself takes longer."""
         cutoff = time.time() - older_than_s
         removed, _ = delete_where(self.engine, recommendations.c.created_at < cutoff, batch, pause_s)
         if removed:

@@ -39,6 +39,8 @@ FULL_REBUILD_S = 300.0
 COMPACT_AFTER_S = 600.0  # cancelled rows of erased sessions are deleted this long after the erasure
 REFRESH_BATCH = 20_000
 CHUNK = 5_000
+FOLLOW_CHUNK = 2_000  # log rows the background thread applies per step when following others' writes
+FOLLOW_PAUSE = 1.0  # seconds of pause per second of following work: requests share the interpreter lock
 REBUILD_PAUSE = 2.0  # seconds of pause per second of rebuild work, when the rebuild runs in this process
 IN_PROCESS_MAX_ROWS = 50_000  # a longer log is rebuilt in a child process
 INLINE_BATCH = 1_000  # log rows a request applies itself (to see its own writes); the background reads the rest
@@ -129,7 +131,7 @@ class LearnedState:
         if catalog is None or self._evidence is None:
             return
         with self._lock:
-            self._refresh_locked(catalog, CHUNK)  # short holds of the lock: a request that wrote may be waiting
+            self._refresh_locked(catalog, FOLLOW_CHUNK)  # short holds of the lock: a request that wrote may wait
             assert self._evidence is not None
             successes, failures = self._evidence.now(time.time())
             changed, self._refit_due = self._refit_due, False
@@ -261,7 +263,11 @@ class LearnedState:
                     self._rebuilt_at = now
                     self.rebuild()
                 else:
+                    started = time.perf_counter()
                     self._refresh_in_background()
+                    # A purge or an erasure elsewhere writes thousands of rows to follow: step through them,
+                    # leaving the interpreter to the requests between steps.
+                    time.sleep(min(1.0, FOLLOW_PAUSE * (time.perf_counter() - started)))
                 if now - last_compaction > 60.0:
                     last_compaction = now
                     self.compact()

@@ -271,7 +271,7 @@ def _banner(config: StackConfig, urls: dict[str, str]) -> str:
         f"  (log {state_dir(config) / 'triton.log'})",
         f"  triton metrics http://127.0.0.1:{config.triton_ports.metrics}/metrics",
         *[f"  {name:<14} {url}" for name, url in urls.items()],
-        f"  try: curl -F image=@face.jpg -F consent=true {base}/v1/emotions",
+        f"  try: .venv/bin/emotorch samples && curl -F image=@samples/selfie.jpg -F consent=true {base}/v1/emotions",
         "",
     ]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.catalog import CatalogError, load_catalog
 from gateway.errors import ForbiddenError, UnauthorizedError, UnprocessableError
+from gateway.routes import add_head_routes
 from gateway.state import StateDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -60,3 +61,6 @@ async def rebuild_learned_state(state: StateDep, _: AdminDep) -> dict[str, Any]:
     started = time.perf_counter()
     await run_in_threadpool(learned.rebuild)
     return {"rebuilt": True, "seconds": round(time.perf_counter() - started, 3), "rows": learned.last_id}
+
+
+add_head_routes(router)

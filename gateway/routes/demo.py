@@ -8,6 +8,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from gateway.routes import add_head_routes
+
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 # The demo page may only talk to this origin and only use the camera here.
 DEMO_HEADERS = {
@@ -25,7 +27,7 @@ async def demo_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-router.add_api_route("/", demo_page, methods=["HEAD"], include_in_schema=False)
+add_head_routes(router)
 
 
 def mount_static(app: FastAPI) -> None:

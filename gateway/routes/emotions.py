@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from gateway.analysis import Mode, analyse
+from gateway.routes import add_head_routes
 from gateway.schemas import EmotionsResponse, ModelRef
 from gateway.state import StateDep, require_consent, require_single_parts
 
@@ -61,3 +62,6 @@ async def emotions(
         model=ModelRef(name=result.model.name, version=result.model.version),
         timings_ms=result.timings_ms,
     )
+
+
+add_head_routes(router)

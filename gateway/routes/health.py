@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import GatewayError
+from gateway.routes import add_head_routes
 from gateway.schemas import Health, ModelRef, Readiness
 from gateway.state import StateDep
 
@@ -43,5 +44,4 @@ async def prometheus_metrics(state: StateDep) -> Response:
     return Response(generate_latest(state["metrics"].registry), media_type=CONTENT_TYPE_LATEST)
 
 
-for _path, _endpoint in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", prometheus_metrics)):
-    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+add_head_routes(router)

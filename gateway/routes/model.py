@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from gateway.analysis import abstain_threshold
+from gateway.routes import add_head_routes
 from gateway.schemas import AbstentionPolicy, ModelDescription
 from gateway.state import StateDep
 
@@ -38,7 +39,7 @@ async def model_description(state: StateDep) -> ModelDescription:
     )
 
 
-router.add_api_route("/v1/model", model_description, methods=["HEAD"], include_in_schema=False)
+add_head_routes(router)
 
 
 def _lineage(metadata: dict[str, Any]) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from gateway.errors import BadInputError, NotFoundError, UnprocessableError, Uns
 from gateway.feedback import ItemNotRecommendedError, Shown, UnknownRecommendationError
 from gateway.privacy import SESSION_ID_PATTERN, new_session_id, session_digest
 from gateway.recommendation import Ranked, align, is_unclear, rank
+from gateway.routes import add_head_routes
 from gateway.schemas import (
     UNCERTAIN,
     CatalogDescription,
@@ -301,4 +302,4 @@ async def catalog_description(state: StateDep) -> CatalogDescription:
     return CatalogDescription(domains=domains)
 
 
-router.add_api_route("/v1/catalog", catalog_description, methods=["HEAD"], include_in_schema=False)
+add_head_routes(router)

@@ -54,6 +54,17 @@ def copy_code(source: Path, destination: Path) -> None:
         shutil.copytree(source / package, destination / package, ignore=shutil.ignore_patterns("__pycache__"))
 
 
+def tracked_copy(project: Path, clone: Path) -> Path:
+    """What a git clone of a pipeline `project` holds (before `dvc pull`): dvc.yaml, dvc.lock, params.yaml, the
+    code and DVC's config, without its cache or any output."""
+    clone.mkdir()
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(project / name, clone / name)
+    copy_code(project, clone)
+    shutil.copytree(project / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    return clone
+
+
 def make_project(root: Path, overrides: dict[str, dict[str, object]]) -> Path:
     """A scratch copy of the project's pipeline (dvc.yaml, pipelines/, params.yaml with `overrides`)."""
     shutil.copy(PROJECT_ROOT / "dvc.yaml", root)

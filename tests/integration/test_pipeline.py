@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from pipelines.labels import LABELS
-from tests.integration.conftest import PROJECT_ROOT, copy_code, make_project, run_dvc
+from tests.integration.conftest import PROJECT_ROOT, make_project, run_dvc, tracked_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -156,12 +155,7 @@ def test_dvc_push_then_pull_into_a_fresh_copy(pipeline_project: Path, tmp_path: 
     assert run_dvc(pipeline_project, "remote", "add", "--local", "-f", "-d", "scratch", str(remote)).returncode == 0
     pushed = run_dvc(pipeline_project, "push")
     assert pushed.returncode == 0, pushed.stderr
-    clone = tmp_path / "clone"
-    clone.mkdir()
-    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
-        shutil.copy(pipeline_project / name, clone / name)
-    copy_code(pipeline_project, clone)
-    shutil.copytree(pipeline_project / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    clone = tracked_copy(pipeline_project, tmp_path / "clone")
     pulled = run_dvc(clone, "pull")
     assert pulled.returncode == 0, pulled.stderr
     for tracked in ("data/raw/synthetic/fer2013.csv", "data/processed/faces.parquet", "models/model.pt"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pipelines.labels import LABELS
 from pipelines.promote import Candidate, PromoteParams, decide
 from pipelines.synthetic import generate_faces
 from pipelines.tables import load_split
-from tests.integration.conftest import copy_code, make_project, run_dvc, serving_triton
+from tests.integration.conftest import make_project, run_dvc, serving_triton, tracked_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -145,12 +144,7 @@ def test_fresh_clone_after_dvc_pull_then_force_reproduces_the_lock(loop: Loop, t
     project = loop.project
     assert run_dvc(project, "remote", "add", "--local", "-f", "-d", "scratch", str(tmp_path / "remote")).returncode == 0
     assert run_dvc(project, "push").returncode == 0
-    clone = tmp_path / "clone"
-    clone.mkdir()
-    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
-        shutil.copy(project / name, clone / name)
-    copy_code(project, clone)
-    shutil.copytree(project / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    clone = tracked_copy(project, tmp_path / "clone")
     assert run_dvc(clone, "pull").returncode == 0
     assert not (clone / "mlflow.db").exists() and not (clone / "model_repository").exists()
 

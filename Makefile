@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
+# Two pytest-xdist workers: most integration tests wait on servers and subprocesses, so two share 2 cores well;
+# tests/conftest.py keeps the session's stack on one worker and each file's module fixtures together.
+TEST_WORKERS ?= 2
+
 .PHONY: up test venv system-deps lint repro clean catalog
 
 venv: $(STAMP)
@@ -47,7 +51,7 @@ up: venv system-deps
 test: venv system-deps
 	$(BIN)/ruff check emotorch gateway pipelines tests bench
 	$(BIN)/mypy emotorch gateway pipelines bench
-	$(BIN)/pytest -m "not gpu" --durations=25 $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check emotorch gateway pipelines tests bench

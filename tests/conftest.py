@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -11,12 +13,52 @@ import cv2
 import numpy as np
 import pytest
 
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER:
+    # Two workers share the cores: one math thread per process (pipeline stages, Triton's backends, the gateway
+    # inherit it). Two processes each running two spinning OpenMP threads on 2 cores train ~10x slower.
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
+# Under pytest-xdist (`make test` runs two workers) each worker hands out ports from its own block below the
+# kernel's ephemeral range (32768 and up here), in turn, so two workers never pick the same free port, and a
+# port handed out for a server that has not bound it yet is not handed out again until the block wraps.
+PORT_BLOCK = 4000
+_NEXT_PORTS = (
+    itertools.cycle(range(10_000 + PORT_BLOCK * int(_WORKER[2:]), 10_000 + PORT_BLOCK * (int(_WORKER[2:]) + 1)))
+    if _WORKER.startswith("gw") and int(_WORKER[2:]) < 5
+    else None
+)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (8000-8002 may be taken on these machines)."""
+    if _NEXT_PORTS is not None:
+        for _, port in zip(range(PORT_BLOCK), _NEXT_PORTS, strict=False):
+            if _bindable(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup`: every test that uses the session's pipeline project (and
+    the Triton and gateway serving it) runs on one worker, which builds them once; other tests stay with the
+    rest of their file (module fixtures start their own servers or projects once)."""
+    for item in items:
+        group = "session-stack" if "pipeline_project" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def png_bytes(image: np.ndarray) -> bytes:

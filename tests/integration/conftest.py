@@ -29,7 +29,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Small enough to train in well under a minute on 2 cores, large enough to land far above chance.
 SMALL_PARAMS = {
     "generate": {"n_faces": 3000},
-    "train": {"model": "small", "weights": "scratch", "epochs": 8, "batch_size": 32, "patience": 8},
+    "train": {"model": "small", "weights": "scratch", "epochs": 8, "batch_size": 32, "patience": 8,
+              "torch_threads": 1},  # one thread: make test runs two pytest-xdist workers on 2 cores
 }
 
 

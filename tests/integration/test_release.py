@@ -39,7 +39,8 @@ from tests.integration.conftest import make_project, run_dvc, serving_triton, tr
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARAMS: dict[str, dict[str, object]] = {"generate": {"n_faces": 700},
-          "train": {"model": "small", "weights": "scratch", "epochs": 6, "batch_size": 32, "patience": 6}}  # fmt: skip
+          "train": {"model": "small", "weights": "scratch", "epochs": 6, "batch_size": 32, "patience": 6,
+                    "torch_threads": 1}}  # fmt: skip
 
 
 @dataclass(frozen=True)

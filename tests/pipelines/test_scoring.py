@@ -85,3 +85,18 @@ def test_abstention_never_splits_equal_confidences() -> None:
     probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.55, 0.45]])
     y_true = np.array([0, 0, 1, 0])  # keeping one of the two 0.6 answers would give 100 %; both give 2/3
     assert abstention_threshold(probabilities, y_true, 0.9).threshold == 0.9
+
+
+def test_the_fitted_temperature_is_the_nll_minimum() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 7, 600)
+    logits = rng.normal(0, 2, (600, 7))
+    logits[np.arange(600), y] += 3 * rng.random(600)
+
+    def nll(t: float) -> float:
+        return float(-np.log(softmax(logits, t)[np.arange(600), y]).mean())
+
+    temperature = fit_temperature(logits, y)
+    assert nll(temperature) < min(nll(temperature * 1.01), nll(temperature / 1.01))
+    everything_right = np.eye(7)[y] * 5.0
+    assert fit_temperature(everything_right, y) == pytest.approx(1e-3)  # sharper is always better: the bound

@@ -45,6 +45,9 @@ LEARNERS = ("beta", "linear")  # gateway/learner.py's Beta-Gamma learner, or thi
 # fails the gate where mood explains 25 % of taste at 40 % classifier accuracy (0.91x its emotion-blind twin),
 # and one dismissal moves an item's share by 8 points through the per-emotion catalog trust (README).
 DEFAULT_LEARNER = "beta"
+LINEAR_SPREAD = 0.6  # the linear learner's Thompson draws: tempered (see `Posterior.spread` and the README)
+CORROBORATION_VOTES = 3.0  # an item's first likes count s / (s + this) each (`corroborated`)
+CORROBORATION_MISSES = 1.0  # and its first misses and dismissals f / (f + this)
 ROUNDS = 2  # backfitting rounds: w and a barely move after the second (checked on the bench's worlds)
 
 
@@ -130,6 +133,17 @@ class SharedFit:
     quality_var: np.ndarray  # items
 
 
+def corroborated(evidence: np.ndarray, votes: float) -> np.ndarray:
+    """Evidence per (item, emotion) discounted while its item has little: the item's total s counts s^2/(s + C).
+
+    One vote on an item counts 1/(1 + C) of a vote, a handful about half, dozens almost fully: no single client
+    (whose counted votes gateway/abuse.py caps) can flip an item for everyone, while items that many people
+    liked (or that the server showed often without a click) are learned at nearly the full rate.
+    """
+    total = evidence.sum(axis=1, keepdims=True)
+    return np.asarray(evidence * (total / (total + votes)))
+
+
 def fit_linear(catalog: Catalog, features: ItemFeatures, successes: np.ndarray, failures: np.ndarray) -> Posterior:
     """The posterior of every (item, emotion) click-through under the model in the module docstring."""
     return cell_update(fit_shared(catalog, features, successes, failures), successes, failures)
@@ -137,6 +151,8 @@ def fit_linear(catalog: Catalog, features: ItemFeatures, successes: np.ndarray, 
 
 def fit_shared(catalog: Catalog, features: ItemFeatures, successes: np.ndarray, failures: np.ndarray) -> SharedFit:
     """Catalog trust, feature weights and item quality by alternating exact Gaussian updates (see the docstring)."""
+    successes = corroborated(successes, CORROBORATION_VOTES)
+    failures = corroborated(failures, CORROBORATION_MISSES)
     trials = successes + failures
     unit = catalog_fit(catalog)
     base = (successes.sum() + DEFAULT_CTR * BASE_STRENGTH) / ((trials * unit).sum() + BASE_STRENGTH)
@@ -157,12 +173,15 @@ def fit_shared(catalog: Catalog, features: ItemFeatures, successes: np.ndarray, 
 
 def cell_update(shared: SharedFit, successes: np.ndarray, failures: np.ndarray) -> Posterior:
     """Each (item, emotion)'s own evidence on top of the shared fit: cheap, so it runs on every refresh."""
-    n = CELL_PRIOR_TRIALS + successes + failures
-    mean = np.clip((CELL_PRIOR_TRIALS * shared.linear + successes) / n, 1e-4, 0.99)
+    counted_successes = corroborated(successes, CORROBORATION_VOTES)
+    counted_failures = corroborated(failures, CORROBORATION_MISSES)
+    n = CELL_PRIOR_TRIALS + counted_successes + counted_failures
+    mean = np.clip((CELL_PRIOR_TRIALS * shared.linear + counted_successes) / n, 1e-4, 0.99)
     shrink = (CELL_PRIOR_TRIALS / n) ** 2
     var = mean * (1.0 - mean) / (n + 1.0) + shared.linear_var * shrink
     # The quality residual is one draw for every emotion: its variance is the item's, not the (item, emotion)'s.
-    return Posterior(mean, var, successes, failures, item_var=shared.quality_var * shrink.mean(axis=1))
+    return Posterior(mean, var, successes, failures, item_var=shared.quality_var * shrink.mean(axis=1),
+                     spread=LINEAR_SPREAD)
 
 
 def _ridge(features: ItemFeatures, n: np.ndarray, target: np.ndarray, catalog_term: np.ndarray, noise: float,

@@ -13,12 +13,16 @@ from bench.recommendation import (
     EMOTION_PRIOR,
     OTHER_LEARNER,
     World,
+    cells,
     evidence_for_accuracy,
     gate,
+    gate_lines,
     hidden_rates,
     predict,
     react,
+    run_grid,
     simulate,
+    table,
 )
 from gateway.catalog import DEFAULT_CATALOG, load_catalog
 
@@ -88,6 +92,28 @@ def test_the_script_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     world = data["worlds"][0]
     assert world["policies"]["oracle"]["shown"] == 300 and world["gate"].split()[0] in ("PASS", "FAIL")
+
+
+def test_a_tiny_grid_fills_the_table_and_its_gate_can_fail() -> None:
+    results = run_grid(cells(True), 30, seed=5, store=False, jobs=1)
+    assert len(results) == 15 and len({w for w, _ in results}) == 15
+    lines = table(results)
+    names = list(results[0][1])
+    assert len(lines) == 2 + 15 and all(line.count("|") == len(names) + 5 for line in lines)
+    assert all(line.rstrip(" |").rsplit("|", 1)[1].split()[0] in ("PASS", "FAIL") for line in lines[2:])
+    assert len(gate_lines(results)) == 15 + 2
+    world, r = results[1][0], dict(results[1][1])
+    assert world.mood_share > 0
+    likes, shown = r["blind"][:2]
+    r["emotorch"] = (0, shown, 0, shown // 3)  # far below its blind twin: the gate must say so
+    assert gate(world, r).startswith("FAIL") and "blind" in gate(world, r)
+    r["emotorch"] = (likes + 2 * shown // 100, shown, 0, shown // 3)
+    assert gate(world, r).startswith("PASS")
+    quiet = World(0.0, 0.73)  # where mood does not matter the reference is static
+    r["static"] = (shown // 10, shown, 0, shown // 3)
+    r["emotorch"] = (shown // 50, shown, 0, shown // 3)
+    assert gate(quiet, r).startswith("FAIL (0.20x static")
+    assert "default learner: FAIL in 1 world(s)" in gate_lines([(quiet, r)])[-1]
 
 
 def test_bad_arguments_are_refused() -> None:

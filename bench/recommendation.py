@@ -43,6 +43,7 @@ import os
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,7 @@ def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: b
     static = static_policy(catalog)
     names = [*learners, "static", "oracle"]
     totals = {name: [0, 0, 0, 0] for name in names}
-    rngs = {name: np.random.default_rng([seed, 2, i]) for i, name in enumerate(names)}
+    rngs = {name: np.random.default_rng([seed, 2, _stream(name)]) for name in names}
     user_rng = np.random.default_rng([seed, 3])
     for t in range(rounds):
         if world.drift and t == rounds // 2:
@@ -176,6 +177,15 @@ def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: b
         if isinstance(learner, StoreLearner):
             learner.close()
     return {name: (t[0], t[1], t[2], t[3]) for name, t in totals.items()}
+
+
+def _stream(name: str) -> int:
+    """A policy's random stream, named by what it is (a learner's kind, not whether it is the default, so a
+    learner's figures do not change with the setting's default). A learner and its blind twin share one (common
+    random numbers: the same Thompson draws), so the gate compares the emotion's effect, not two kinds of luck."""
+    kind = {"emotorch": DEFAULT_LEARNER, "blind": DEFAULT_LEARNER, "no-decay": f"{DEFAULT_LEARNER}-no-decay",
+            "emotorch (store)": f"{DEFAULT_LEARNER}-store"}.get(name, name.removesuffix("-blind"))  # fmt: skip
+    return zlib.crc32(kind.encode())
 
 
 def cells(grid: bool) -> list[World]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -246,8 +247,15 @@ def _run_world(world: World, rounds: int, seed: int, first: bool, store_dir: Pat
 
 def run_grid(worlds: list[World], rounds: int, seed: int, store: bool,
              jobs: int) -> list[tuple[World, dict[str, Totals]]]:  # fmt: skip
-    """Every world's totals, in the order given; the first world also runs the variants (and the store path)."""
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+    """Every world's totals, in the order given; the first world also runs the variants (and the store path).
+
+    Workers are spawned, not forked: a fork of a process whose BLAS threads are running can spin forever."""
+    if jobs <= 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            return [(world, _run_world(world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None))
+                    for i, world in enumerate(worlds)]  # fmt: skip
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
         futures = [pool.submit(_run_world, world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None)
                    for i, world in enumerate(worlds)]  # fmt: skip
         return [(world, future.result()) for world, future in zip(worlds, futures, strict=True)]

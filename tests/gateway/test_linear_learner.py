@@ -80,11 +80,11 @@ def test_decay_follows_a_flipped_taste() -> None:
 
 def test_an_items_first_votes_count_less_until_others_corroborate_them() -> None:
     likes = np.zeros((3, 7))
-    likes[0, HAPPY], likes[1, HAPPY], likes[2, [HAPPY, SAD]] = 1.0, 40.0, [2.0, 2.0]
+    likes[0, HAPPY], likes[1, HAPPY], likes[2, [HAPPY, SAD]] = 1.0, 100.0, [2.0, 2.0]
     counted = corroborated(likes, CORROBORATION_VOTES)
     assert counted[0, HAPPY] == pytest.approx(1.0 / (1.0 + CORROBORATION_VOTES))  # one vote: a fraction of one
     assert counted[0, HAPPY] < 0.5
-    assert counted[1, HAPPY] > 0.9 * 40.0  # many people: nearly in full
+    assert counted[1, HAPPY] > 0.9 * 100.0  # many people: nearly in full
     assert counted[2, HAPPY] == counted[2, SAD] == pytest.approx(2.0 * 4.0 / (4.0 + CORROBORATION_VOTES))
     evidence = Evidence.empty(CATALOG)
     evidence.add(0, align({"happy": 1.0}, CATALOG.labels), 1.0, 0.0)

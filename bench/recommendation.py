@@ -30,17 +30,22 @@ Policies, on the same users and the same luck:
   popularity   the items with the best smoothed like rate so far, emotion ignored
   oracle       knows the hidden rates, sees the same probability vector, obeys the same diversity cap
 
-    python bench/recommendation.py [--rounds 3000] [--seed 0] [--grid] [--store] [--json out.json]
+    python bench/recommendation.py [--rounds 2000] [--seed 0] [--grid] [--store] [--jobs 2] [--json out.json]
+
+Worlds run in `--jobs` processes (each world is independent and seeded, so the figures do not depend on it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +69,7 @@ PRIOR_CORRELATION = 0.3
 MOOD_SHARES = (0.0, 0.25, 0.5, 0.8)
 ACCURACIES = (0.4, 0.73, 0.9)
 K = 5
+Totals = tuple[int, int, int, int]  # likes, items shown, likes in the last third, shown in the last third
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ def react(rates: np.ndarray, rng: np.random.Generator) -> tuple[list[int], list[
 
 
 def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: bool = False,
-             store_dir: Path | None = None) -> dict[str, tuple[int, int, int, int]]:  # fmt: skip
+             store_dir: Path | None = None) -> dict[str, Totals]:  # fmt: skip
     """(likes, items shown, likes in the last third, shown in the last third) per policy."""
     world_rng = np.random.default_rng([seed, 1])
     rates = hidden_rates(catalog, world.mood_share, world_rng)
@@ -140,7 +146,7 @@ def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: b
     static = static_policy(catalog)
     names = [*learners, "static", "oracle"]
     totals = {name: [0, 0, 0, 0] for name in names}
-    rngs = {name: np.random.default_rng([seed, 2, i]) for i, name in enumerate(names)}
+    rngs = {name: np.random.default_rng([seed, 2, _stream(name)]) for name in names}
     user_rng = np.random.default_rng([seed, 3])
     for t in range(rounds):
         if world.drift and t == rounds // 2:
@@ -174,6 +180,15 @@ def simulate(catalog: Catalog, world: World, rounds: int, seed: int, variants: b
     return {name: (t[0], t[1], t[2], t[3]) for name, t in totals.items()}
 
 
+def _stream(name: str) -> int:
+    """A policy's random stream, named by what it is (a learner's kind, not whether it is the default, so a
+    learner's figures do not change with the setting's default). A learner and its blind twin share one (common
+    random numbers: the same Thompson draws), so the gate compares the emotion's effect, not two kinds of luck."""
+    kind = {"emotorch": DEFAULT_LEARNER, "blind": DEFAULT_LEARNER, "no-decay": f"{DEFAULT_LEARNER}-no-decay",
+            "emotorch (store)": f"{DEFAULT_LEARNER}-store"}.get(name, name.removesuffix("-blind"))  # fmt: skip
+    return zlib.crc32(kind.encode())
+
+
 def cells(grid: bool) -> list[World]:
     """The worlds to run: the default one, or the whole grid (mood share x accuracy, and drift)."""
     if not grid:
@@ -187,7 +202,7 @@ def per_100(likes: int, shown: int) -> float:
     return 100.0 * likes / max(shown, 1)
 
 
-def table(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> list[str]:
+def table(results: list[tuple[World, dict[str, Totals]]]) -> list[str]:
     """One row per world: likes per 100 items shown (whole run / last third) per policy, and the gate."""
     names = list(results[0][1])
     lines = ["| mood share | accuracy | drift | " + " | ".join(names) + " | gate |",
@@ -199,7 +214,7 @@ def table(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> 
     return lines
 
 
-def gate(world: World, r: dict[str, tuple[int, int, int, int]], learner: str = "emotorch") -> str:
+def gate(world: World, r: dict[str, Totals], learner: str = "emotorch") -> str:
     """Never worse than the emotion-blind learner where mood matters, never worse than static where it does not.
 
     `learner` is judged against its own blind twin ("blind" for "emotorch", "<name>-blind" otherwise). 'Worse' is
@@ -213,7 +228,7 @@ def gate(world: World, r: dict[str, tuple[int, int, int, int]], learner: str = "
     return f"{'PASS' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {label})"
 
 
-def gate_lines(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]) -> list[str]:
+def gate_lines(results: list[tuple[World, dict[str, Totals]]]) -> list[str]:
     """The gate, spelled out per world for the default learner, and for the other one beside it."""
     lines = [f"Gate (never worse than the emotion-blind learner where mood matters, never worse than static where "
              f"it does not), default learner '{DEFAULT_LEARNER}' (emotorch) and '{OTHER_LEARNER}':"]  # fmt: skip
@@ -225,25 +240,41 @@ def gate_lines(results: list[tuple[World, dict[str, tuple[int, int, int, int]]]]
     return lines
 
 
+def _run_world(world: World, rounds: int, seed: int, first: bool, store_dir: Path | None) -> dict[str, Totals]:
+    """One world in a worker process (the catalog is loaded there: nothing large crosses the pipe)."""
+    return simulate(load_catalog(DEFAULT_CATALOG), world, rounds, seed, variants=first, store_dir=store_dir)
+
+
+def run_grid(worlds: list[World], rounds: int, seed: int, store: bool,
+             jobs: int) -> list[tuple[World, dict[str, Totals]]]:  # fmt: skip
+    """Every world's totals, in the order given; the first world also runs the variants (and the store path).
+
+    Workers are spawned, not forked: a fork of a process whose BLAS threads are running can spin forever."""
+    if jobs <= 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            return [(world, _run_world(world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None))
+                    for i, world in enumerate(worlds)]  # fmt: skip
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+        futures = [pool.submit(_run_world, world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None)
+                   for i, world in enumerate(worlds)]  # fmt: skip
+        return [(world, future.result()) for world, future in zip(worlds, futures, strict=True)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", action="store_true", help="every world: mood share x accuracy, and drift")
     parser.add_argument("--store", action="store_true", help="also run EmoTorch through the real FeedbackStore")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one world each at a time)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.rounds < 30:
         parser.error("--rounds must be at least 30")
-    catalog = load_catalog(DEFAULT_CATALOG)
-    started, results = time.perf_counter(), []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, world in enumerate(cells(args.grid)):
-            store_dir = Path(tmp) if args.store and i == 0 else None
-            results.append((world, simulate(catalog, world, args.rounds, args.seed, variants=i == 0,
-                                            store_dir=store_dir)))  # fmt: skip
-            if i == 0 and len(cells(args.grid)) > 1:
-                lines = table(results)
+    started = time.perf_counter()
+    results = run_grid(cells(args.grid), args.rounds, args.seed, args.store, args.jobs)
+    lines = table(results[:1])
     seconds = time.perf_counter() - started
     out = [f"Likes per 100 items shown (whole run / last third), {args.rounds} rounds, k={K}, seed {args.seed} "
            f"({seconds:.0f} s)", ""]  # fmt: skip

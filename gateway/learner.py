@@ -82,6 +82,7 @@ class Posterior:
     # Variance of a part every emotion shares (an item's quality in gateway/linear_learner.py): it adds to the
     # score's variance whole, not weighted by the squared probabilities as the per-emotion parts are.
     item_var: np.ndarray | None = None  # items
+    spread: float = 1.0  # Thompson sampling draws with the standard deviation times this (gateway/recommendation.py)
 
     @classmethod
     def fit(cls, catalog: Catalog, successes: np.ndarray, failures: np.ndarray, shared: bool = True) -> Posterior:

@@ -3,9 +3,9 @@
 An item's score for a person is its click-through averaged under the person's emotion probabilities, so an
 unclear face mixes moods instead of betting on the top label. A request draws one plausible score per item
 from a normal approximation of the posterior (gateway/learner.py: mean and variance per (item, emotion)) with
-its spread scaled by POSTERIOR_SPREAD, ranks, and keeps at most PER_CATEGORY_CAP items of one category. Each
-shown item carries the probability it had of being shown (`propensity`), estimated under that same sampling
-policy, so the impression log can serve off-policy evaluation later.
+its spread scaled by the learner's `Posterior.spread`, ranks, and keeps at most PER_CATEGORY_CAP items of one
+category. Each shown item carries the probability it had of being shown (`propensity`), estimated under that
+same sampling policy, so the impression log can serve off-policy evaluation later.
 """
 
 from __future__ import annotations
@@ -19,11 +19,6 @@ from gateway.catalog import Catalog, Item
 from gateway.learner import Posterior
 from gateway.reasons import reason
 
-# Thompson sampling draws with the posterior's standard deviation multiplied by this: 1 is plain Thompson
-# sampling, 0 ranks by the mean. Below 1 trades exploration for exploitation (cf. Chapelle & Li, "An Empirical
-# Evaluation of Thompson Sampling", NeurIPS 2011); with thousands of arms and few clicks each, plain sampling
-# explores too much. Chosen on bench/recommendation.py (see the README's evaluation section).
-POSTERIOR_SPREAD = 1.0
 PER_CATEGORY_CAP = 2  # at most this many items of one category in a domain's list
 UNCLEAR_MAX_P = 0.4  # a vector whose largest probability is below this is an unclear reading (uniform: 1/7)
 MIN_PROPENSITY = 1e-3
@@ -65,7 +60,7 @@ def rank(
     k: int,
     rng: np.random.Generator,
     uncertain: bool = False,
-    spread: float = POSTERIOR_SPREAD,
+    spread: float | None = None,
 ) -> dict[str, list[Ranked]]:
     """Top-k items per domain for a person whose emotion distribution is `emotion` (catalog label order).
 
@@ -73,6 +68,7 @@ def rank(
     the ranking is the same expectation over the whole distribution and the reasons say so.
     """
     unclear = uncertain or is_unclear(emotion)
+    spread = posterior.spread if spread is None else spread
     result: dict[str, list[Ranked]] = {}
     all_mean, all_sd = posterior.scores(emotion)
     for domain in domains:

@@ -32,9 +32,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="feedback's weight in learning halves every this many days (null: no decay)"
     )
     learner: Literal["beta", "linear"] = Field(
-        "beta", description="what learns from feedback: 'beta' (per item and emotion under a per-category level) or "
-        "'linear' (emotion x item features plus item quality, gateway/linear_learner.py; more likes on the offline "
-        "bench, but it fails the ranking gate in one world and one vote reaches further)"
+        "beta", description="what learns from feedback: 'beta' (per item and emotion under a per-category level, "
+        "gateway/learner.py; passes the offline ranking gate in every world) or 'linear' (emotion x item features "
+        "plus item quality, gateway/linear_learner.py; more likes in every world of the offline bench, but it fails "
+        "the gate in one by a hair)"
     )
     counted_per_client_hour: int = Field(
         60, ge=0, description="feedback events and recommendations per client an hour that count toward learning"

@@ -13,12 +13,16 @@ from bench.recommendation import (
     EMOTION_PRIOR,
     OTHER_LEARNER,
     World,
+    cells,
     evidence_for_accuracy,
     gate,
+    gate_lines,
     hidden_rates,
     predict,
     react,
+    run_grid,
     simulate,
+    table,
 )
 from gateway.catalog import DEFAULT_CATALOG, load_catalog
 
@@ -88,6 +92,28 @@ def test_the_script_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     world = data["worlds"][0]
     assert world["policies"]["oracle"]["shown"] == 300 and world["gate"].split()[0] in ("PASS", "FAIL")
+
+
+def test_a_tiny_grid_fills_the_table_and_its_gate_can_fail() -> None:
+    results = run_grid(cells(True), 30, seed=5, store=False, jobs=1)
+    assert len(results) == 15 and len({w for w, _ in results}) == 15
+    names = [n for n in results[0][1] if all(n in r for _, r in results)]  # the first world adds variants
+    assert {"emotorch", "blind", OTHER_LEARNER, "static", "popularity", "oracle"} <= set(names)
+    lines = table([(w, {n: r[n] for n in names}) for w, r in results])
+    assert len(lines) == 2 + 15 and all(line.count("|") == len(names) + 5 for line in lines)
+    assert all(line.rstrip(" |").rsplit("|", 1)[1].split()[0] in ("PASS", "FAIL") for line in lines[2:])
+    assert len(gate_lines(results)) == 15 + 2
+    world, r = next((w, dict(r)) for w, r in results[1:] if w.mood_share > 0)
+    r["blind"] = (1000, 10_000, 330, 3330)  # a full-size run's counts: 10 likes per 100, 2 SE = 0.6
+    r["emotorch"] = (900, 10_000, 300, 3330)  # below its blind twin by more than two standard errors
+    assert gate(world, r) == "FAIL (0.90x blind)"
+    r["emotorch"] = (950, 10_000, 310, 3330)  # within them
+    assert gate(world, r) == "PASS (0.95x blind)"
+    quiet = World(0.0, 0.73)  # where mood does not matter the reference is static
+    r["static"] = (1000, 10_000, 330, 3330)
+    r["emotorch"] = (200, 10_000, 60, 3330)
+    assert gate(quiet, r) == "FAIL (0.20x static)"
+    assert "default learner: FAIL in 1 world(s)" in gate_lines([(quiet, r)])[-1]
 
 
 def test_bad_arguments_are_refused() -> None:

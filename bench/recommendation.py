@@ -38,6 +38,7 @@ Worlds run in `--jobs` processes (each world is independent and seeded, so the f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -240,9 +241,14 @@ def gate_lines(results: list[tuple[World, dict[str, Totals]]]) -> list[str]:
     return lines
 
 
+@functools.cache
+def _catalog() -> Catalog:
+    """The default catalog, loaded once per process (a worker loads its own: nothing large crosses the pipe)."""
+    return load_catalog(DEFAULT_CATALOG)
+
+
 def _run_world(world: World, rounds: int, seed: int, first: bool, store_dir: Path | None) -> dict[str, Totals]:
-    """One world in a worker process (the catalog is loaded there: nothing large crosses the pipe)."""
-    return simulate(load_catalog(DEFAULT_CATALOG), world, rounds, seed, variants=first, store_dir=store_dir)
+    return simulate(_catalog(), world, rounds, seed, variants=first, store_dir=store_dir)
 
 
 def run_grid(worlds: list[World], rounds: int, seed: int, store: bool,
@@ -250,15 +256,14 @@ def run_grid(worlds: list[World], rounds: int, seed: int, store: bool,
     """Every world's totals, in the order given; the first world also runs the variants (and the store path).
 
     Workers are spawned, not forked: a fork of a process whose BLAS threads are running can spin forever."""
-    if jobs <= 1:
-        with tempfile.TemporaryDirectory() as tmp:
-            return [(world, _run_world(world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None))
-                    for i, world in enumerate(worlds)]  # fmt: skip
-    spawn = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
-        futures = [pool.submit(_run_world, world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None)
-                   for i, world in enumerate(worlds)]  # fmt: skip
-        return [(world, future.result()) for world, future in zip(worlds, futures, strict=True)]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [(world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None)
+                for i, world in enumerate(worlds)]  # fmt: skip
+        if jobs <= 1:
+            return [(run[0], _run_world(*run)) for run in runs]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_world, *run) for run in runs]
+            return [(world, future.result()) for world, future in zip(worlds, futures, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,13 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 30")
     started = time.perf_counter()
     results = run_grid(cells(args.grid), args.rounds, args.seed, args.store, args.jobs)
-    lines = table(results[:1])
     seconds = time.perf_counter() - started
     out = [f"Likes per 100 items shown (whole run / last third), {args.rounds} rounds, k={K}, seed {args.seed} "
            f"({seconds:.0f} s)", ""]  # fmt: skip
     if len(results) > 1:
         main_names = ("emotorch", "blind", OTHER_LEARNER, f"{OTHER_LEARNER}-blind", "static", "popularity", "oracle")
-        out += ["Default world, every policy:", *lines, "", "Every world:",
+        out += ["Default world, every policy:", *table(results[:1]), "", "Every world:",
                 *table([(w, {n: r[n] for n in main_names}) for w, r in results])]  # fmt: skip
     else:
         out += table(results)

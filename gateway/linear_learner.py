@@ -188,8 +188,9 @@ def cell_update(shared: SharedFit, successes: np.ndarray, failures: np.ndarray) 
     shared part only (catalog trust and feature weights, learned from many items), so a noisy classifier's
     split of one item's few votes between emotions cannot reorder its emotions.
     """
-    counted_successes = corroborated(successes, CORROBORATION_VOTES).sum(axis=1)
-    trials = corroborated(successes, CORROBORATION_VOTES) + corroborated(failures, CORROBORATION_MISSES)
+    counted = corroborated(successes, CORROBORATION_VOTES)
+    counted_successes = counted.sum(axis=1)
+    trials = counted + corroborated(failures, CORROBORATION_MISSES)
     n = CELL_PRIOR_TRIALS + trials.sum(axis=1)
     expected = (trials * shared.linear).sum(axis=1)
     mean = np.clip(shared.linear + ((counted_successes - expected) / n)[:, None], 1e-4, 0.99)

@@ -24,11 +24,10 @@ if _WORKER:
 # kernel's ephemeral range (32768 and up here), in turn, so two workers never pick the same free port, and a
 # port handed out for a server that has not bound it yet is not handed out again until the block wraps.
 PORT_BLOCK = 4000
-_NEXT_PORTS = (
-    itertools.cycle(range(10_000 + PORT_BLOCK * int(_WORKER[2:]), 10_000 + PORT_BLOCK * (int(_WORKER[2:]) + 1)))
-    if _WORKER.startswith("gw") and int(_WORKER[2:]) < 5
-    else None
-)
+EPHEMERAL_FLOOR = 32_768
+_first = 10_000 + PORT_BLOCK * int(_WORKER[2:]) if _WORKER.startswith("gw") else EPHEMERAL_FLOOR
+# More workers than blocks below the floor draw from the kernel like a run without workers.
+_NEXT_PORTS = itertools.cycle(range(_first, _first + PORT_BLOCK)) if _first + PORT_BLOCK <= EPHEMERAL_FLOOR else None
 
 
 def _bindable(port: int) -> bool:

@@ -30,9 +30,13 @@ Policies, on the same users and the same luck:
   popularity   the items with the best smoothed like rate so far, emotion ignored
   oracle       knows the hidden rates, sees the same probability vector, obeys the same diversity cap
 
-    python bench/recommendation.py [--rounds 2000] [--seed 0] [--grid] [--store] [--jobs 2] [--json out.json]
+    python bench/recommendation.py [--rounds 2000] [--seed 0] [--seeds 1] [--grid] [--store] [--jobs 2]
+                                   [--json out.json]
 
-Worlds run in `--jobs` processes (each world is independent and seeded, so the figures do not depend on it).
+Worlds run in `--jobs` processes (each world is independent and seeded, so the figures do not depend on it). With
+`--seeds N` every world runs N times on seeds seed..seed+N-1 (a new hidden world, users and luck each time); the
+table and the gate use the totals pooled over the seeds, and the gate lines say in how many seeds the learner
+passed on that seed's run alone.
 """
 
 from __future__ import annotations
@@ -229,13 +233,19 @@ def gate(world: World, r: dict[str, Totals], learner: str = "emotorch") -> str:
     return f"{'PASS' if emo >= ref - tolerance else 'FAIL'} ({emo / max(ref, 1e-9):.2f}x {label})"
 
 
-def gate_lines(results: list[tuple[World, dict[str, Totals]]]) -> list[str]:
-    """The gate, spelled out per world for the default learner, and for the other one beside it."""
+def gate_lines(results: list[tuple[World, dict[str, Totals]]],
+               per_seed: list[tuple[World, list[dict[str, Totals]]]] | None = None) -> list[str]:  # fmt: skip
+    """The gate, spelled out per world for the default learner, and for the other one beside it; with several
+    seeds, on the pooled totals, with the number of seeds whose own run passes."""
     lines = [f"Gate (never worse than the emotion-blind learner where mood matters, never worse than static where "
              f"it does not), default learner '{DEFAULT_LEARNER}' (emotorch) and '{OTHER_LEARNER}':"]  # fmt: skip
-    for world, r in results:
+    for i, (world, r) in enumerate(results):
         where = f"mood {world.mood_share:.0%}, accuracy {world.accuracy:.0%}{', drift' if world.drift else ''}"
-        lines.append(f"  {where}: {DEFAULT_LEARNER} {gate(world, r)}; {OTHER_LEARNER} {gate(world, r, OTHER_LEARNER)}")
+        mine, other = gate(world, r), gate(world, r, OTHER_LEARNER)
+        if per_seed is not None:
+            runs = per_seed[i][1]
+            mine, other = f"{mine}, {seed_passes(world, runs)}", f"{other}, {seed_passes(world, runs, OTHER_LEARNER)}"
+        lines.append(f"  {where}: {DEFAULT_LEARNER} {mine}; {OTHER_LEARNER} {other}")
     failed = [w for w, r in results if gate(w, r).startswith("FAIL")]
     lines.append(f"  default learner: {'PASS in every world' if not failed else f'FAIL in {len(failed)} world(s)'}")
     return lines
@@ -251,25 +261,48 @@ def _run_world(world: World, rounds: int, seed: int, first: bool, store_dir: Pat
     return simulate(_catalog(), world, rounds, seed, variants=first, store_dir=store_dir)
 
 
-def run_grid(worlds: list[World], rounds: int, seed: int, store: bool,
-             jobs: int) -> list[tuple[World, dict[str, Totals]]]:  # fmt: skip
-    """Every world's totals, in the order given; the first world also runs the variants (and the store path).
+def run_grid(worlds: list[World], rounds: int, seed: int, store: bool, jobs: int,
+             seeds: int = 1) -> list[tuple[World, dict[str, Totals]]]:  # fmt: skip
+    """Every world's totals, summed over `seeds` seeds (seed, seed + 1, ...), in the order given."""
+    return [(world, pooled(runs)) for world, runs in run_seeds(worlds, rounds, seed, store, jobs, seeds)]
+
+
+def run_seeds(worlds: list[World], rounds: int, seed: int, store: bool, jobs: int,
+              seeds: int = 1) -> list[tuple[World, list[dict[str, Totals]]]]:  # fmt: skip
+    """Every world's totals for each seed. Each seed draws its own hidden world, users and luck; the first world
+    also runs the variants (and the store path) on every seed.
 
     Workers are spawned, not forked: a fork of a process whose BLAS threads are running can spin forever."""
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [(world, rounds, seed, i == 0, Path(tmp) if store and i == 0 else None)
-                for i, world in enumerate(worlds)]  # fmt: skip
+        runs = [(world, rounds, seed + k, i == 0, Path(tmp) / f"seed{k}" if store and i == 0 else None)
+                for i, world in enumerate(worlds) for k in range(seeds)]  # fmt: skip
+        for run in runs:
+            if run[4] is not None:
+                run[4].mkdir()
         if jobs <= 1:
-            return [(run[0], _run_world(*run)) for run in runs]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_world, *run) for run in runs]
-            return [(world, future.result()) for world, future in zip(worlds, futures, strict=True)]
+            totals = [_run_world(*run) for run in runs]
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                totals = [future.result() for future in [pool.submit(_run_world, *run) for run in runs]]
+    return [(world, totals[i * seeds : (i + 1) * seeds]) for i, world in enumerate(worlds)]
+
+
+def pooled(runs: list[dict[str, Totals]]) -> dict[str, Totals]:
+    """Totals summed over seeds (every run of a world has the same policies)."""
+    return {name: tuple(int(sum(run[name][j] for run in runs)) for j in range(4)) for name in runs[0]}  # type: ignore[misc]
+
+
+def seed_passes(world: World, runs: list[dict[str, Totals]], learner: str = "emotorch") -> str:
+    """In how many of the seeds the learner passes its gate on that seed's run alone."""
+    return f"{sum(gate(world, run, learner).startswith('PASS') for run in runs)}/{len(runs)} seeds"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run every world with this many seeds (seed, seed + 1, ...) and judge the pooled totals")
     parser.add_argument("--grid", action="store_true", help="every world: mood share x accuracy, and drift")
     parser.add_argument("--store", action="store_true", help="also run EmoTorch through the real FeedbackStore")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one world each at a time)")
@@ -277,10 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 30:
         parser.error("--rounds must be at least 30")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     started = time.perf_counter()
-    results = run_grid(cells(args.grid), args.rounds, args.seed, args.store, args.jobs)
+    per_seed = run_seeds(cells(args.grid), args.rounds, args.seed, args.store, args.jobs, args.seeds)
+    results = [(world, pooled(runs)) for world, runs in per_seed]
     seconds = time.perf_counter() - started
-    out = [f"Likes per 100 items shown (whole run / last third), {args.rounds} rounds, k={K}, seed {args.seed} "
+    which = f"seed {args.seed}" if args.seeds == 1 else f"seeds {args.seed}-{args.seed + args.seeds - 1}, pooled"
+    out = [f"Likes per 100 items shown (whole run / last third), {args.rounds} rounds, k={K}, {which} "
            f"({seconds:.0f} s)", ""]  # fmt: skip
     if len(results) > 1:
         main_names = ("emotorch", "blind", OTHER_LEARNER, f"{OTHER_LEARNER}-blind", "static", "popularity", "oracle")
@@ -288,15 +325,18 @@ def main(argv: list[str] | None = None) -> int:
                 *table([(w, {n: r[n] for n in main_names}) for w, r in results])]  # fmt: skip
     else:
         out += table(results)
-    out += ["", *gate_lines(results)]
+    out += ["", *gate_lines(results, per_seed if args.seeds > 1 else None)]
     print("\n".join(out))  # noqa: T201 - a benchmark prints its table
     if args.json:
         keys = ("likes", "shown", "likes_last_third", "shown_last_third")
         payload = [{"mood_share": w.mood_share, "accuracy": w.accuracy, "drift": w.drift, "learner": DEFAULT_LEARNER,
                     "gate": gate(w, r), "gate_other": gate(w, r, OTHER_LEARNER),
-                    "policies": {n: dict(zip(keys, v, strict=True)) for n, v in r.items()}}
-                   for w, r in results]  # fmt: skip
-        args.json.write_text(json.dumps({"rounds": args.rounds, "seed": args.seed, "worlds": payload}) + "\n")
+                    "seed_passes": seed_passes(w, runs), "seed_passes_other": seed_passes(w, runs, OTHER_LEARNER),
+                    "policies": {n: dict(zip(keys, v, strict=True)) for n, v in r.items()},
+                    "per_seed": [{n: dict(zip(keys, v, strict=True)) for n, v in run.items()} for run in runs]}
+                   for (w, r), (_, runs) in zip(results, per_seed, strict=True)]  # fmt: skip
+        args.json.write_text(json.dumps({"rounds": args.rounds, "seed": args.seed, "seeds": args.seeds,
+                                         "worlds": payload}) + "\n")
     return 0
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.catalog import Catalog
-from gateway.learner import BASE_STRENGTH, DEFAULT_CTR, MAX_PRIOR_CTR, Posterior, catalog_fit
+from gateway.learner import BASE_STRENGTH, DEFAULT_CTR, MAX_PRIOR_CTR, Posterior, catalog_fit, corroborated
 
 CATALOG_TRUST = 0.5  # prior mean of the weight on the catalog's affinities
 CATALOG_TRUST_SD = 0.5  # and its prior sd
@@ -142,17 +142,6 @@ class SharedFit:
     quality_var: np.ndarray  # items
 
 
-def corroborated(evidence: np.ndarray, votes: float) -> np.ndarray:
-    """Evidence per (item, emotion) discounted while its item has little: the item's total s counts s^2/(s + C).
-
-    One vote on an item counts 1/(1 + C) of a vote, a handful about half, dozens almost fully: no single client
-    (whose counted votes gateway/abuse.py caps) can flip an item for everyone, while items that many people
-    liked (or that the server showed often without a click) are learned at nearly the full rate.
-    """
-    total = evidence.sum(axis=1, keepdims=True)
-    return np.asarray(evidence * (total / (total + votes)))
-
-
 def fit_linear(catalog: Catalog, features: ItemFeatures, successes: np.ndarray, failures: np.ndarray) -> Posterior:
     """The posterior of every (item, emotion) click-through under the model in the module docstring."""
     return cell_update(fit_shared(catalog, features, successes, failures), successes, failures)
@@ -233,7 +222,6 @@ def _ridge(features: ItemFeatures, n: np.ndarray, target: np.ndarray, catalog_te
                               + features.quadratic(cov[1:, 1:]))  # fmt: skip
         fitted[:, e] = w[0] * x + features.times(w[1:])
     return fitted, variance
-
 
 
 

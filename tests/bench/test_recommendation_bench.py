@@ -18,9 +18,12 @@ from bench.recommendation import (
     gate,
     gate_lines,
     hidden_rates,
+    pooled,
     predict,
     react,
     run_grid,
+    run_seeds,
+    seed_passes,
     simulate,
     table,
 )
@@ -116,7 +119,25 @@ def test_a_tiny_grid_fills_the_table_and_its_gate_can_fail() -> None:
     assert "default learner: FAIL in 1 world(s)" in gate_lines([(quiet, r)])[-1]
 
 
-def test_bad_arguments_are_refused() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "recommendation.py"), "--rounds", "2"],
+def test_several_seeds_are_separate_reproducible_runs_judged_on_their_pooled_totals() -> None:
+    world = World(0.5, 0.73)
+    [(_, runs)] = run_seeds([world], 30, seed=7, store=False, jobs=1, seeds=2)
+    assert len(runs) == 2 and runs[0] != runs[1]  # each seed draws its own world, users and luck
+    [(_, [again])] = run_seeds([world], 30, seed=8, store=False, jobs=1)
+    assert again == runs[1]  # the second seed of a run from 7 is the run of seed 8
+    total = pooled(runs)
+    assert total["emotorch"] == tuple(a + b for a, b in zip(runs[0]["emotorch"], runs[1]["emotorch"], strict=True))
+    assert total["oracle"][1] == 2 * 30 * 5
+    passes = [gate(world, run).startswith("PASS") for run in runs]
+    assert seed_passes(world, runs) == f"{sum(passes)}/2 seeds"
+    line = gate_lines([(world, total)], [(world, runs)])[1]
+    assert gate(world, total) in line and "/2 seeds" in line
+
+
+@pytest.mark.parametrize(("flag", "message"), [("--rounds", "--rounds must be at least 30"),
+                                               ("--seeds", "--seeds must be at least 1")])  # fmt: skip
+def test_bad_arguments_are_refused(flag: str, message: str) -> None:
+    value = "2" if flag == "--rounds" else "0"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "recommendation.py"), flag, value],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert result.returncode == 2 and "--rounds must be at least 30" in result.stderr
+    assert result.returncode == 2 and message in result.stderr

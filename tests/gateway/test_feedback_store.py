@@ -123,7 +123,7 @@ def test_one_vote_moves_an_items_share_of_lists_by_at_most_five_points_and_one_l
 
     def share(evidence: Evidence, item: str) -> float:
         posterior = fit(CATALOG, evidence.successes, evidence.failures)
-        lists = [rank(CATALOG, p, posterior, ["songs"], 5, np.random.default_rng(s))["songs"] for s in range(400)]
+        lists = [rank(CATALOG, p, posterior, ["songs"], 5, np.random.default_rng(s))["songs"] for s in range(1000)]
         return sum(item in [r.item.id for r in rows] for rows in lists) / len(lists)
 
     empty = Evidence.empty(CATALOG)

@@ -11,8 +11,9 @@ clients) in four phases:
   purge     while another process runs the retention purge over the old tenth
 and the gateway's resident memory (current and peak). `--catalog-items N` serves a generated catalog of N
 items instead of the embedded one (a user's own catalog), and also times loading and ranking it in-process.
+`--learner` picks the learner the gateway runs (EMOTORCH_LEARNER; the default learner by default).
 
-    python bench/feedback_scale.py --events 1000000 [--catalog-items 100000] [--json out.json]
+    python bench/feedback_scale.py --events 1000000 [--catalog-items 100000] [--learner linear] [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from bench.serving.servers import free_port  # noqa: E402
 from emotorch import processes  # noqa: E402
 from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog  # noqa: E402
 from gateway.feedback import FeedbackStore  # noqa: E402
-from gateway.learner import Posterior  # noqa: E402
+from gateway.linear_learner import DEFAULT_LEARNER, LEARNERS, Fitter  # noqa: E402
 from gateway.privacy import new_session_id, session_digest  # noqa: E402
 from gateway.recommendation import align, rank  # noqa: E402
 from gateway.vocabulary import DOMAINS  # noqa: E402
@@ -113,13 +114,14 @@ def _flush(con: sqlite3.Connection, *batches: list[tuple[Any, ...]]) -> None:
 
 
 @contextlib.contextmanager
-def gateway(db: Path, catalog_path: Path, workdir: Path) -> Iterator[tuple[str, int]]:
+def gateway(db: Path, catalog_path: Path, workdir: Path, learner: str) -> Iterator[tuple[str, int]]:
     """A real gateway process on the store (no Triton); stopped on the way out."""
     port = free_port()
     env = {**os.environ, "EMOTORCH_DATABASE_URL": f"sqlite:///{db}", "EMOTORCH_MODEL_WAIT_S": "0",
            "EMOTORCH_TRITON_URL": f"127.0.0.1:{free_port()}", "EMOTORCH_RATE_LIMIT_PER_S": "0",
            "EMOTORCH_ADMIN_TOKEN": TOKEN, "EMOTORCH_CATALOG_PATH": str(catalog_path),
-           "EMOTORCH_FEEDBACK_RETENTION_DAYS": "1000"}  # the purge phase runs the 365-day purge itself; fmt: skip
+           "EMOTORCH_FEEDBACK_RETENTION_DAYS": "1000",  # the purge phase runs the 365-day purge itself
+           "EMOTORCH_LEARNER": learner}  # fmt: skip
     with (workdir / "gateway.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "emotorch.cli", "gateway", "--port", str(port)],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
@@ -183,11 +185,14 @@ def during(url: str, clients: int, minimum: int, work: Callable[[], Any]) -> tup
     return latencies, (result[0] if result else None), time.perf_counter() - started
 
 
-def in_process(catalog: Catalog, requests: int) -> dict[str, float]:
-    """Milliseconds to fit the posterior and to rank all five domains, in the gateway's own code."""
+def in_process(catalog: Catalog, requests: int, learner: str) -> dict[str, float]:
+    """Milliseconds to fit the posterior (whole: the linear learner's shared part too) and to rank all five
+    domains, in the gateway's own code."""
     zeros = np.zeros_like(catalog.affinity)
+    fit = Fitter(learner)
+    fit.features(catalog)  # built once per catalog, at load
     started = time.perf_counter()
-    posterior = Posterior.fit(catalog, zeros, zeros)
+    posterior = fit(catalog, zeros, zeros)
     fit_ms = (time.perf_counter() - started) * 1000
     rng, times = np.random.default_rng(0), []
     for i in range(requests):
@@ -199,9 +204,10 @@ def in_process(catalog: Catalog, requests: int) -> dict[str, float]:
             "rank_p99_ms": float(np.percentile(times, 99))}  # fmt: skip
 
 
-def run(events: int, catalog_items: int | None, clients: int, minimum: int, workdir: Path) -> dict[str, Any]:
+def run(events: int, catalog_items: int | None, clients: int, minimum: int, workdir: Path,
+        learner: str = DEFAULT_LEARNER) -> dict[str, Any]:  # fmt: skip
     """Fill, serve, measure every phase; return the figures."""
-    figures: dict[str, Any] = {"events": events, "clients": clients}
+    figures: dict[str, Any] = {"events": events, "clients": clients, "learner": learner}
     catalog_path = DEFAULT_CATALOG
     if catalog_items:
         catalog_path = workdir / "catalog.csv"
@@ -209,12 +215,12 @@ def run(events: int, catalog_items: int | None, clients: int, minimum: int, work
     started = time.perf_counter()
     catalog = load_catalog(catalog_path)
     figures["catalog"] = {"items": len(catalog.items), "load_s": time.perf_counter() - started,
-                          **in_process(catalog, max(minimum, 20))}  # fmt: skip
+                          **in_process(catalog, max(minimum, 20), learner)}  # fmt: skip
     db = workdir / "feedback.db"
     started = time.perf_counter()
     sessions = fill(db, catalog, events)
     figures["fill_s"], figures["db_mib"] = time.perf_counter() - started, db.stat().st_size / 2**20
-    with gateway(db, catalog_path, workdir) as (url, pid):
+    with gateway(db, catalog_path, workdir, learner) as (url, pid):
         headers = {"Authorization": f"Bearer {TOKEN}"}
         first, _, first_s = during(url, 1, 1, lambda: httpx.post(f"{url}/v1/admin/learned-state/rebuild",
                                                                   headers=headers, timeout=600).json())  # fmt: skip
@@ -241,7 +247,7 @@ def table(f: dict[str, Any]) -> list[str]:
     lines = [f"Feedback store: {f['events']:,} events ({f['db_mib']:.0f} MiB SQLite, filled in {f['fill_s']:.0f} s), "
              f"catalog of {c['items']:,} items (loaded in {c['load_s']:.2f} s; in-process fit {c['fit_ms']:.0f} ms, "
              f"rank of 5 domains p50 {c['rank_p50_ms']:.1f} ms, p99 {c['rank_p99_ms']:.1f} ms), {f['clients']} "
-             "clients", "",
+             f"clients, learner '{f['learner']}'", "",
              "| phase | requests | p50 ms | p99 ms | max ms | p99 / idle p99 | the work alongside |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     idle = f["phases"]["idle"]["p99_ms"]
@@ -270,12 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog-items", type=int, default=None, help="a generated catalog of this many items")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--requests", type=int, default=200, help="at least this many requests per client and phase")
+    parser.add_argument("--learner", choices=LEARNERS, default=DEFAULT_LEARNER, help="the gateway's EMOTORCH_LEARNER")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.events < 25 or args.clients < 1 or args.requests < 1:
         parser.error("--events must be at least 25, --clients and --requests at least 1")
     with tempfile.TemporaryDirectory() as tmp:
-        figures = run(args.events, args.catalog_items, args.clients, args.requests, Path(tmp))
+        figures = run(args.events, args.catalog_items, args.clients, args.requests, Path(tmp), args.learner)
     print("\n".join(table(figures)))  # noqa: T201 - a benchmark prints its table
     if args.json:
         args.json.write_text(json.dumps(figures) + "\n")

@@ -22,9 +22,11 @@ def test_a_tiny_run_measures_every_phase(tmp_path: Path) -> None:
     assert "| rebuild |" in "\n".join(table(figures))
 
 
-def test_a_users_own_catalog_is_generated_loaded_and_ranked(tmp_path: Path) -> None:
-    figures = run(events=250, catalog_items=3000, clients=1, minimum=3, workdir=tmp_path)
+def test_a_users_own_catalog_is_generated_loaded_and_ranked_by_the_other_learner_too(tmp_path: Path) -> None:
+    figures = run(events=250, catalog_items=3000, clients=1, minimum=3, workdir=tmp_path, learner="linear")
     assert figures["catalog"]["items"] == 3000 and figures["catalog"]["rank_p99_ms"] > 0
+    assert figures["learner"] == "linear" and figures["catalog"]["fit_ms"] > 0
+    assert "learner 'linear'" in table(figures)[0]
 
 
 def test_bad_arguments_are_refused() -> None:
